@@ -1,0 +1,288 @@
+"""Experiment configuration: absl flag definitions -> one frozen, validated ExperimentConfig.
+
+Flags are read exactly once, in `from_flags`; nothing below the CLIs reads flags. The run
+directory gets `flags.txt` (every resolved flag, reusable as a --flagfile) and `config.json`
+(this dataclass), from which `evaluate` and `export` rebuild the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from absl import flags
+
+from sdmtcnn_tf import tasks as tasks_lib
+
+METHODS = ("vanilla", "sd_vanilla", "traditional_kd", "sd_mtcnn")
+DISTILLS = ("none", "eq5", "eq6", "both")
+BACKBONES = ("segnet", "unet")
+DECODERS = ("per_task", "shared")
+DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy")
+DISTRIBUTIONS = ("default", "mirrored")
+ADAPTATIONS = ("conv1x1", "bottleneck")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything that defines a run. Units: learning rate per step, sizes in pixels."""
+
+  model_dir: str = ""
+  data_dir: str = ""
+  dataset: str = "synthetic"
+  tasks: tuple = ("semseg", "depth", "normals")
+  num_classes: int = 13
+  height: int = 288
+  width: int = 384
+  # optimisation
+  batch_size: int = 2
+  epochs: int = 100
+  steps_per_epoch: int = 0  # 0 = one pass over the training split
+  learning_rate: float = 1e-4
+  lr_decay_epochs: int = 100  # halve the rate every this many epochs (MTAN: 100)
+  task_weights: tuple = ()  # empty = 1.0 for every task
+  seed: int = 0
+  deterministic: bool = False
+  augment: bool = False
+  shuffle_buffer: int = 256
+  # model
+  method: str = "vanilla"
+  distill: str = "none"
+  full: bool = False
+  backbone: str = "segnet"
+  decoder: str = "per_task"
+  width_multiplier: float = 1.0
+  student_channels: int = 256
+  sync_batchnorm: bool = False
+  # self-distillation (RECON: METHOD.md; defaults DECIDED from BYOT's code)
+  alpha: float = 0.3
+  temperature: float = 3.0
+  hint_weight: float = 1.0
+  student_gt_weight: float = -1.0  # < 0: 1 - alpha under eq5, 1 under eq6
+  hint_levels: tuple = ()  # empty: (5,) or (1..5) under --full
+  teaching_tasks: tuple = ()  # empty: every task teaches
+  adaptation: str = "conv1x1"
+  two_way: bool = False
+  teacher_dir: str = ""  # traditional_kd: run directory of the trained teacher
+  # evaluation
+  eval_batch_size: int = 2
+  legacy_batch_size: int = 2
+  # synthetic data (used when dataset == "synthetic")
+  synthetic_num_train: int = 64
+  synthetic_num_val: int = 16
+  # execution
+  distribution: str = "default"
+  mixed_precision: bool = False
+  jit_compile: bool = False
+  backup_every_steps: int = 0  # 0 = back up at every epoch end
+  verbose: int = 1
+
+  # ---- derived values ---------------------------------------------------------------------
+  @property
+  def task_specs(self):
+    return tasks_lib.task_specs(self.tasks, self.num_classes)
+
+  @property
+  def has_student(self) -> bool:
+    return self.method != "vanilla"
+
+  @property
+  def resolved_hint_levels(self) -> tuple:
+    if self.hint_levels:
+      return tuple(self.hint_levels)
+    return (1, 2, 3, 4, 5) if self.full else (5,)
+
+  @property
+  def resolved_teaching_tasks(self) -> tuple:
+    return tuple(self.teaching_tasks) if self.teaching_tasks else tuple(self.tasks)
+
+  @property
+  def resolved_student_gt_weight(self) -> float:
+    if self.student_gt_weight >= 0:
+      return self.student_gt_weight
+    return 1.0 - self.alpha if self.distill in ("eq5", "both") else 1.0
+
+  def task_weight(self, task: str) -> float:
+    if not self.task_weights:
+      return 1.0
+    return float(self.task_weights[list(self.tasks).index(task)])
+
+  # ---- validation -------------------------------------------------------------------------
+  def validate(self) -> "ExperimentConfig":
+    """Raises ValueError naming the flag and what was expected."""
+    def need(cond, flag, expected, got):
+      if not cond:
+        raise ValueError(f"--{flag}: expected {expected}, got {got!r}")
+    tasks_lib.task_specs(self.tasks, self.num_classes)
+    need(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
+    need(self.method in METHODS, "method", f"one of {METHODS}", self.method)
+    need(self.distill in DISTILLS, "distill", f"one of {DISTILLS}", self.distill)
+    need(self.backbone in BACKBONES, "backbone", f"one of {BACKBONES}", self.backbone)
+    need(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
+    need(self.dataset in DATASETS, "dataset", f"one of {DATASETS}", self.dataset)
+    need(self.distribution in DISTRIBUTIONS, "distribution", f"one of {DISTRIBUTIONS}",
+         self.distribution)
+    need(self.adaptation in ADAPTATIONS, "adaptation", f"one of {ADAPTATIONS}", self.adaptation)
+    need(self.height > 0 and self.height % 32 == 0, "height", "a positive multiple of 32",
+         self.height)
+    need(self.width > 0 and self.width % 32 == 0, "width", "a positive multiple of 32",
+         self.width)
+    need(self.num_classes >= 2, "num_classes", "at least 2", self.num_classes)
+    need(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+    need(self.eval_batch_size >= 1, "eval_batch_size", "at least 1", self.eval_batch_size)
+    need(self.legacy_batch_size >= 1, "legacy_batch_size", "at least 1", self.legacy_batch_size)
+    need(self.eval_batch_size % self.legacy_batch_size == 0, "eval_batch_size",
+         f"a multiple of --legacy_batch_size={self.legacy_batch_size}", self.eval_batch_size)
+    need(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+    need(self.width_multiplier > 0, "width_multiplier", "> 0", self.width_multiplier)
+    need(0.0 <= self.alpha <= 1.0, "alpha", "a value in [0, 1]", self.alpha)
+    need(self.temperature > 0, "temperature", "> 0", self.temperature)
+    need(not self.task_weights or len(self.task_weights) == len(self.tasks), "task_weights",
+         f"{len(self.tasks)} values (one per --tasks entry)", self.task_weights)
+    need(all(l in (1, 2, 3, 4, 5) for l in self.hint_levels), "hint_levels",
+         "levels among 1..5", self.hint_levels)
+    need(all(t in self.tasks for t in self.teaching_tasks), "teaching_tasks",
+         f"a subset of --tasks={','.join(self.tasks)}", self.teaching_tasks)
+    if self.method == "vanilla":
+      need(self.distill == "none", "distill", "none for --method=vanilla", self.distill)
+    elif self.method == "traditional_kd":
+      need(self.distill in ("eq5", "none"), "distill", "eq5 (or none) for traditional_kd",
+           self.distill)
+    else:
+      need(self.distill != "none", "distill", f"eq5, eq6 or both for --method={self.method}",
+           self.distill)
+    need(not self.full or self.method == "sd_mtcnn", "full", "only with --method=sd_mtcnn",
+         self.full)
+    need(self.backbone == "segnet" or self.decoder == "per_task", "decoder",
+         "per_task with --backbone=unet", self.decoder)
+    return self
+
+  # ---- (de)serialisation ------------------------------------------------------------------
+  def to_json(self) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_json(cls, raw: dict) -> "ExperimentConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+      raise ValueError(f"config has unknown field(s) {unknown}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return cls(**values).validate()
+
+  def replace(self, **changes) -> "ExperimentConfig":
+    return dataclasses.replace(self, **changes).validate()
+
+
+CONFIG_NAME = "config.json"
+
+
+def save(cfg: ExperimentConfig, model_dir: str, flag_values=None) -> None:
+  """Writes config.json (and flags.txt when flag_values is given) into model_dir."""
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, CONFIG_NAME), "w") as f:
+    json.dump(cfg.to_json(), f, indent=2, sort_keys=True)
+  if flag_values is not None:
+    with open(os.path.join(model_dir, "flags.txt"), "w") as f:
+      f.write(flag_values.flags_into_string())
+
+
+def load(model_dir: str) -> ExperimentConfig:
+  path = os.path.join(model_dir, CONFIG_NAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: {model_dir!r} is not a training run directory")
+  with open(path) as f:
+    return ExperimentConfig.from_json(json.load(f))
+
+
+# ---- absl flags ------------------------------------------------------------------------------
+_DEFAULTS = ExperimentConfig()
+_HELP = {
+    "model_dir": "Run directory: checkpoints, logs, results, exports.",
+    "data_dir": "Folder with the converted TFRecords and manifest.json.",
+    "dataset": "Dataset the config is for; 'synthetic' is generated into --data_dir if absent.",
+    "tasks": "Comma list of tasks: semseg, depth, normals, keypoints, edges.",
+    "num_classes": "Semantic classes (NYUv2 13, CityScapes 7, synthetic 13).",
+    "height": "Input/label height in pixels (multiple of 32).",
+    "width": "Input/label width in pixels (multiple of 32).",
+    "batch_size": "Global training batch size (split over replicas).",
+    "epochs": "Training epochs.",
+    "steps_per_epoch": "Steps per epoch; 0 = one pass over the training split.",
+    "learning_rate": "Adam learning rate.",
+    "lr_decay_epochs": "Halve the learning rate every this many epochs.",
+    "task_weights": "Comma list of loss weights, one per --tasks entry (default all 1).",
+    "seed": "Random seed (weights, shuffling, augmentation, synthetic data).",
+    "deterministic": "Deterministic input pipeline and TF ops (slower).",
+    "augment": "Random scale-crop and horizontal flip (MTAN protocol; off in the paper).",
+    "shuffle_buffer": "Shuffle buffer of the training pipeline (examples).",
+    "method": "vanilla | sd_vanilla | traditional_kd | sd_mtcnn.",
+    "distill": "none | eq5 (output KD) | eq6 (feature hints) | both.",
+    "full": "SD-MTCNN full: hints at every decoder/encoder level (RECON A).",
+    "backbone": "segnet | unet.",
+    "decoder": "per_task (one decoder per task, the paper's) | shared (MTAN split SegNet).",
+    "width_multiplier": "Scales every filter count (tests/demo use < 1).",
+    "student_channels": "Filters of the student heads' convs (scaled by --width_multiplier).",
+    "sync_batchnorm": "Synchronise BatchNorm statistics across replicas.",
+    "alpha": "Eq. 5 weight of output distillation; the student's GT loss gets 1 - alpha.",
+    "temperature": "Eq. 4-5 softmax temperature tau.",
+    "hint_weight": "Eq. 6 feature-hint weight lambda.",
+    "student_gt_weight": "Student ground-truth loss weight; < 0 = 1-alpha (eq5) or 1 (eq6).",
+    "hint_levels": "Comma list of levels 1..5 distilled by Eq. 6; empty = 5, or 1..5 if --full.",
+    "teaching_tasks": "Comma list of tasks whose decoders teach; empty = all tasks.",
+    "adaptation": "Adaptation layer: conv1x1 | bottleneck.",
+    "two_way": "Let distillation gradients reach the teacher (no stop-gradient).",
+    "teacher_dir": "traditional_kd: run directory of a trained vanilla teacher.",
+    "eval_batch_size": "Evaluation batch size (a multiple of --legacy_batch_size).",
+    "legacy_batch_size": "Batch size of the per-batch legacy (paper-comparable) metrics.",
+    "synthetic_num_train": "Synthetic training images generated when absent.",
+    "synthetic_num_val": "Synthetic validation images generated when absent.",
+    "distribution": "default (one device) | mirrored (MirroredStrategy over all local GPUs).",
+    "mixed_precision": "mixed_float16 compute (GPU).",
+    "jit_compile": "XLA-compile the train step (GPU; not with argmax unpooling).",
+    "backup_every_steps": "BackupAndRestore frequency in steps; 0 = every epoch.",
+    "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+}
+_FLOAT_LISTS = {"task_weights"}
+_INT_LISTS = {"hint_levels"}
+_DRY_RUN_HELP = "Build the model, print its summary and parameter counts, and exit."
+
+
+def define_flags() -> None:
+  """Defines one absl flag per ExperimentConfig field (idempotent)."""
+  if "method" in flags.FLAGS:
+    return
+  for field in dataclasses.fields(ExperimentConfig):
+    default = getattr(_DEFAULTS, field.name)
+    help_text = _HELP[field.name]
+    if isinstance(default, bool):
+      flags.DEFINE_bool(field.name, default, help_text)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(field.name, default, help_text)
+    elif isinstance(default, float):
+      flags.DEFINE_float(field.name, default, help_text)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(field.name, list(map(str, default)), help_text)
+    else:
+      flags.DEFINE_string(field.name, default, help_text)
+  flags.DEFINE_bool("dry_run", False, _DRY_RUN_HELP)
+
+
+def from_flags(flag_values=flags.FLAGS) -> ExperimentConfig:
+  """Maps the parsed flags into a validated ExperimentConfig (the only place flags are read)."""
+  values = {}
+  for field in dataclasses.fields(ExperimentConfig):
+    value = flag_values[field.name].value
+    if isinstance(getattr(_DEFAULTS, field.name), tuple):
+      items = [v.strip() for v in value if v.strip()]
+      try:
+        if field.name in _FLOAT_LISTS:
+          items = [float(v) for v in items]
+        elif field.name in _INT_LISTS:
+          items = [int(v) for v in items]
+      except ValueError as e:
+        raise ValueError(f"--{field.name}: expected a comma list of numbers, got {value}") from e
+      value = tuple(items)
+    values[field.name] = value
+  return ExperimentConfig(**values).validate()

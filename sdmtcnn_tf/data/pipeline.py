@@ -1,0 +1,100 @@
+"""tf.data input pipeline: shards -> interleave -> decode -> (train) augment -> batch -> prefetch.
+
+Elements are (image float32 [B, H, W, 3] in [0, 1], {task: label}) with labels as in tasks.py;
+`with_keys=True` prepends the example keys (string [B]) for prediction files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from sdmtcnn_tf.data import augment as augment_lib
+from sdmtcnn_tf.data import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def check_dataset(data_dir: str, split: str, tasks, height: int, width: int,
+                  num_classes: int | None = None, verify_checksums: bool = True):
+  """Validates a converted dataset against the config before training; returns its Manifest.
+
+  Raises (naming the file/flag and what was expected): a missing directory/manifest/shard; a
+  task the data does not carry; a size or class count that differs from the config; a shard
+  whose checksum differs from the manifest (truncated or corrupt); a first record that does not
+  decode to the manifest's shapes.
+  """
+  manifest = schema.read_manifest(data_dir)
+  missing = [t for t in tasks if t not in manifest.tasks]
+  if missing:
+    raise ValueError(f"--tasks asks for {missing} but {data_dir}/{schema.MANIFEST_NAME} only "
+                     f"carries {list(manifest.tasks)}")
+  if (manifest.height, manifest.width) != (height, width):
+    raise ValueError(f"--height/--width = {height}x{width} but the records in {data_dir} are "
+                     f"{manifest.height}x{manifest.width}")
+  if num_classes is not None and "semseg" in tasks and manifest.num_classes != num_classes:
+    raise ValueError(f"--num_classes={num_classes} but {data_dir} has "
+                     f"{manifest.num_classes} classes")
+  paths = schema.shard_paths(data_dir, manifest, split)
+  if manifest.num_examples(split) == 0:
+    raise ValueError(f"split {split!r} of {data_dir} holds no examples")
+  for shard, path in zip(manifest.split_shards(split), paths):
+    if verify_checksums and schema.file_sha256(path) != shard.sha256:
+      raise schema.SchemaError(f"shard {path} does not match its checksum in the manifest "
+                               "(truncated or corrupt); re-run the converter")
+    if shard.num_examples:
+      _check_first_record(path, manifest, tasks)
+  return manifest
+
+
+def _check_first_record(path: str, manifest: schema.Manifest, tasks) -> None:
+  try:
+    record = next(iter(tf.data.TFRecordDataset(path).take(1)))
+    schema.decode_example(record, manifest.height, manifest.width, tasks)
+  except (tf.errors.OpError, StopIteration) as e:
+    message = getattr(e, "message", str(e))
+    raise schema.SchemaError(f"shard {path}: first record does not match the manifest "
+                             f"({manifest.height}x{manifest.width}, tasks {list(tasks)}): "
+                             f"{message}") from None
+
+
+def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, batch_size: int,
+                 training: bool, augment: bool = False, seed: int = 0,
+                 deterministic: bool = False, shuffle_buffer: int = 256,
+                 with_keys: bool = False, repeat: bool = False,
+                 drop_remainder: bool | None = None) -> tf.data.Dataset:
+  """Builds the batched dataset of `split`. batch_size is the GLOBAL batch size."""
+  tasks = list(tasks)
+  paths = schema.shard_paths(data_dir, manifest, split)
+  files = tf.data.Dataset.from_tensor_slices(paths)
+  if training:
+    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+  records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
+                             num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
+  height, width = manifest.height, manifest.width
+  decode = lambda r: schema.decode_example(r, height, width, tasks)
+  ds = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+  if training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  if training and augment:
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(
+        lambda ex, s: (ex[0], *augment_lib.augment(ex[1], ex[2], tf.cast(s, tf.int32),
+                                                   manifest.depth_unit)),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+  if with_keys:
+    ds = ds.map(lambda key, image, labels: (key, image, labels))
+  else:
+    ds = ds.map(lambda key, image, labels: (image, labels))
+  ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+  options = tf.data.Options()
+  options.deterministic = deterministic or not training
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(manifest: schema.Manifest, split: str, batch_size: int) -> int:
+  return max(1, manifest.num_examples(split) // batch_size)

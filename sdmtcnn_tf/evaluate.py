@@ -1,0 +1,107 @@
+"""Evaluate a run: `python -m sdmtcnn_tf.evaluate --model_dir=... [--save_predictions=DIR]`.
+
+Writes `<model_dir>/results/metrics.json`: a flat object {"<role>_<task>_<metric>": number}
+(primary metrics from global statistics, `*_legacy` the paper-comparable per-image/per-batch
+variants at --legacy_batch_size, and the per-term losses). With --save_predictions, one .npz per
+validation image at label resolution with keys gt_<task> and <role>_<task>:
+  semseg int32 [H, W] class ids (-1 = ignore in gt), depth float32 [H, W] (0 = invalid in gt),
+  normals float32 [H, W, 3] unit vectors (0 = invalid in gt), keypoints/edges float32 [H, W].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+from absl import app, flags
+
+from sdmtcnn_tf import experiment
+from sdmtcnn_tf.config import ExperimentConfig
+
+
+def evaluate_model(cfg: ExperimentConfig, model, manifest) -> dict:
+  """Runs every validation example through `model`; returns {metric name: float}."""
+  ds = experiment.dataset(cfg, manifest, experiment.EVAL_SPLIT, training=False)
+  logs = model.evaluate(ds, verbose=0, return_dict=True)
+  return {k: float(v) for k, v in sorted(logs.items()) if k != "loss"}
+
+
+def write_metrics(metrics: dict, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  clean = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+  with open(path, "w") as f:
+    json.dump(clean, f, indent=2, sort_keys=True)
+
+
+def save_predictions(cfg: ExperimentConfig, model, manifest, out_dir: str) -> int:
+  """Writes one .npz per validation image; returns how many were written."""
+  os.makedirs(out_dir, exist_ok=True)
+  ds = experiment.dataset(cfg, manifest, experiment.EVAL_SPLIT, training=False, with_keys=True)
+  count = 0
+  for keys, images, labels in ds:
+    outputs = model(images, training=False)
+    for i, key in enumerate(keys.numpy()):
+      arrays = {}
+      for task, label in labels.items():
+        arrays[f"gt_{task}"] = _to_map(task, label[i].numpy(), is_label=True)
+        for role in model.roles:
+          arrays[f"{role}_{task}"] = _to_map(task, outputs[f"{role}_{task}"][i].numpy())
+      name = re.sub(r"[^A-Za-z0-9_.-]", "_", key.decode()) + ".npz"
+      np.savez_compressed(os.path.join(out_dir, name), **arrays)
+      count += 1
+  return count
+
+
+def _to_map(task: str, value: np.ndarray, is_label: bool = False) -> np.ndarray:
+  if task == "semseg":
+    return value.astype(np.int32) if is_label else np.argmax(value, -1).astype(np.int32)
+  if task == "normals":
+    return value.astype(np.float32)
+  return value[..., 0].astype(np.float32)
+
+
+def format_table(rows: dict) -> str:
+  """rows: {run label: metrics dict} -> a plain-text table of the primary metrics."""
+  keys = sorted({k for m in rows.values() for k in m
+                 if not k.endswith("_loss") and not k.endswith("_legacy")})
+  width = max([len(k) for k in keys] + [6])
+  labels = list(rows)
+  lines = ["metric".ljust(width) + "".join(f"{l:>16}" for l in labels)]
+  for key in keys:
+    cells = []
+    for label in labels:
+      v = rows[label].get(key)
+      cells.append(f"{'-':>16}" if v is None else f"{v:>16.4f}")
+    lines.append(key.ljust(width) + "".join(cells))
+  return "\n".join(lines)
+
+
+def run(model_dir: str, predictions_dir: str = "") -> dict:
+  cfg, _, model = experiment.load_trained(model_dir)
+  manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
+  experiment.compile_model(model, cfg)
+  metrics = evaluate_model(cfg, model, manifest)
+  write_metrics(metrics, experiment.RunPaths(model_dir).metrics_json)
+  if predictions_dir:
+    save_predictions(cfg, model, manifest, predictions_dir)
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS
+  if not FLAGS.model_dir:
+    raise app.UsageError("--model_dir is required")
+  metrics = run(FLAGS.model_dir, FLAGS.save_predictions)
+  print(format_table({"value": metrics}))
+  print(f"wrote {experiment.RunPaths(FLAGS.model_dir).metrics_json}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("model_dir", "", "Run directory written by sdmtcnn_tf.train.")
+  flags.DEFINE_string("save_predictions", "", "Folder for one .npz per validation image.")
+  app.run(main)

@@ -1,0 +1,110 @@
+"""What the CLIs share: data preparation, model construction, run-directory layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+
+from sdmtcnn_tf import config as config_lib
+from sdmtcnn_tf.config import ExperimentConfig
+from sdmtcnn_tf.data import pipeline, schema
+from sdmtcnn_tf.model import MultiTaskModel
+from sdmtcnn_tf.models.build import Network, build_network
+
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "val"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+  """The run directory (--model_dir) layout."""
+
+  root: str
+
+  @property
+  def checkpoints(self):
+    return os.path.join(self.root, "checkpoints")
+
+  @property
+  def model_weights(self):
+    """Weights of the whole training graph after the last finished epoch."""
+    return os.path.join(self.checkpoints, "model.weights.h5")
+
+  def role_weights(self, role: str):
+    return os.path.join(self.checkpoints, f"{role}.weights.h5")
+
+  @property
+  def backup(self):
+    return os.path.join(self.root, "backup")
+
+  @property
+  def logs(self):
+    return os.path.join(self.root, "logs")
+
+  @property
+  def results(self):
+    return os.path.join(self.root, "results")
+
+  @property
+  def metrics_json(self):
+    return os.path.join(self.results, "metrics.json")
+
+  @property
+  def history_csv(self):
+    return os.path.join(self.results, "history.csv")
+
+  def export(self, role: str):
+    return os.path.join(self.root, "export", role)
+
+
+def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
+  """Checks (and for the synthetic dataset, first generates) cfg.data_dir; returns the manifest.
+
+  Raises before any training with a message naming the flag or file at fault.
+  """
+  if not cfg.data_dir:
+    raise ValueError("--data_dir is required")
+  if cfg.dataset == "synthetic":
+    from sdmtcnn_tf.data import synthetic
+    synthetic.ensure_dataset(cfg.data_dir, cfg.synthetic_num_train, cfg.synthetic_num_val,
+                             cfg.height, cfg.width, seed=cfg.seed)
+  elif not os.path.isdir(cfg.data_dir):
+    raise FileNotFoundError(f"--data_dir={cfg.data_dir} does not exist; convert the "
+                            f"{cfg.dataset} dataset first (python -m datasets.{cfg.dataset})")
+  return pipeline.check_dataset(cfg.data_dir, split, cfg.tasks, cfg.height, cfg.width,
+                                cfg.num_classes)
+
+
+def build_model(cfg: ExperimentConfig) -> tuple[Network, MultiTaskModel]:
+  """Builds the network and its training wrapper (call inside the strategy scope)."""
+  network = build_network(cfg)
+  return network, MultiTaskModel(network, cfg)
+
+
+def compile_model(model: MultiTaskModel, cfg: ExperimentConfig) -> None:
+  model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                jit_compile=cfg.jit_compile)
+
+
+def load_trained(model_dir: str):
+  """Rebuilds a finished (or interrupted) run's network with its latest weights."""
+  cfg = config_lib.load(model_dir)
+  paths = RunPaths(model_dir)
+  if not os.path.exists(paths.model_weights):
+    raise FileNotFoundError(f"{paths.model_weights} is missing: the run in {model_dir!r} has "
+                            "not finished an epoch yet")
+  network, model = build_model(cfg)
+  network.model.load_weights(paths.model_weights)
+  return cfg, network, model
+
+
+def dataset(cfg: ExperimentConfig, manifest: schema.Manifest, split: str, training: bool,
+            batch_size: int | None = None, with_keys: bool = False):
+  return pipeline.make_dataset(
+      cfg.data_dir, manifest, split, cfg.tasks,
+      batch_size or (cfg.batch_size if training else cfg.eval_batch_size), training,
+      augment=cfg.augment, seed=cfg.seed, deterministic=cfg.deterministic,
+      shuffle_buffer=cfg.shuffle_buffer, with_keys=with_keys,
+      repeat=training and cfg.steps_per_epoch > 0)

@@ -1,0 +1,81 @@
+"""SavedModel export for TF Serving:
+`python -m sdmtcnn_tf.export --model_dir=... --export_dir=... [--role=teacher|student] [--version=1]`.
+
+Writes `<export_dir>/<version>/` (a TF Serving model base path is `<export_dir>`). The
+`serving_default` signature takes `image`: uint8 [B, H, W, 3] RGB at the training size and
+returns float32 `semseg_logits` [B, H, W, C], int32 `semseg_labels` [B, H, W], float32 `depth`
+[B, H, W] (metres or disparity, as the training data), `normals` [B, H, W, 3] (unit vectors),
+`keypoints` [B, H, W], `edges` [B, H, W] -- for the tasks the model has. The student export
+holds only the encoder and the student heads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, flags
+
+from sdmtcnn_tf import experiment
+from sdmtcnn_tf.config import ExperimentConfig
+
+SIGNATURE = "serving_default"
+
+
+def serving_outputs(outputs: dict) -> dict:
+  """{task: model output} -> the signature's named outputs."""
+  named = {}
+  for task, value in outputs.items():
+    if task == "semseg":
+      named["semseg_logits"] = value
+      named["semseg_labels"] = tf.argmax(value, axis=-1, output_type=tf.int32)
+    elif task == "normals":
+      named["normals"] = value
+    else:
+      named[task] = value[..., 0]
+  return named
+
+
+def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str) -> str:
+  """Exports `role_model` (image float [0,1] -> {task: output}) as a SavedModel at `path`."""
+  archive = keras.export.ExportArchive()
+  archive.track(role_model)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, cfg.height, cfg.width, 3], tf.uint8,
+                                              name="image")])
+  def serve(image):
+    outputs = role_model(tf.cast(image, tf.float32) / 255.0, training=False)
+    return serving_outputs(outputs)
+
+  archive.add_endpoint(SIGNATURE, serve)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  archive.write_out(path, verbose=False)
+  return path
+
+
+def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: int = 1) -> str:
+  cfg, network, _ = experiment.load_trained(model_dir)
+  role_model = network.teacher if role == "teacher" else network.student
+  if role_model is None:
+    raise ValueError(f"--role={role}: the {cfg.method} model has no {role}")
+  base = export_dir or experiment.RunPaths(model_dir).export(role)
+  return export_role(role_model, cfg, os.path.join(base, str(version)))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS
+  if not FLAGS.model_dir:
+    raise app.UsageError("--model_dir is required")
+  path = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version)
+  print(f"exported the {FLAGS.role} to {path}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("model_dir", "", "Run directory written by sdmtcnn_tf.train.")
+  flags.DEFINE_string("export_dir", "", "TF Serving base path; default <model_dir>/export/<role>.")
+  flags.DEFINE_enum("role", "teacher", ["teacher", "student"], "Which network to export.")
+  flags.DEFINE_integer("version", 1, "Model version sub-directory.")
+  app.run(main)

@@ -1,0 +1,72 @@
+"""Task heads (teacher), student heads and adaptation layers."""
+
+from __future__ import annotations
+
+from keras import layers
+
+from sdmtcnn_tf.models import layers as L
+from sdmtcnn_tf.tasks import TaskSpec
+
+
+def _activate(x, spec: TaskSpec, name: str):
+  x = layers.Activation("linear", dtype="float32", name=f"{name}_f32")(x)
+  if spec.activation == "l2_normalize":
+    x = L.L2Normalize(dtype="float32", name=f"{name}_unit")(x)
+  return x
+
+
+def teacher_head(feature, spec: TaskSpec, name: str):
+  """MTAN's prediction head: 3x3 conv (C->C) then 1x1 conv to the task's channels, no BN/ReLU.
+
+  Args:
+    feature: [B, H, W, C] full-resolution decoder feature.
+  Returns:
+    float32 [B, H, W, spec.channels]: logits (semseg), linear (depth, keypoints, edges) or unit
+    vectors (normals).
+  """
+  channels = feature.shape[-1]
+  x = layers.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
+                    name=f"{name}_conv3")(feature)
+  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
+                    name=f"{name}_conv1")(x)
+  return _activate(x, spec, name)
+
+
+def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int, name: str,
+                 sync_batchnorm: bool = False):
+  """Light student head on the encoded feature (RECON, METHOD.md "Student heads").
+
+  Two conv-BN-ReLU with `channels` filters at 1/32 resolution, a 1x1 output conv, then bilinear
+  upsampling to (height, width).
+  Args:
+    encoded: [B, H/32, W/32, C] encoder output.
+  Returns:
+    float32 [B, height, width, spec.channels], activated like the teacher head.
+  """
+  x = L.conv_bn_relu(encoded, channels, f"{name}_1", sync_batchnorm)
+  x = L.conv_bn_relu(x, channels, f"{name}_2", sync_batchnorm)
+  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal", name=f"{name}_out")(x)
+  x = L.ResizeBilinear(height, width, name=f"{name}_resize")(x)
+  return _activate(x, spec, name)
+
+
+def adaptation(feature, out_channels: int, kind: str, name: str, sync_batchnorm: bool = False):
+  """Maps an encoder feature into a decoder feature's channel space (training only).
+
+  kind "conv1x1" (FitNets) or "bottleneck" (BYOT: 1x1 reduce, 3x3, 1x1 expand, BN/ReLU).
+  [B, h, w, Cin] -> float32 [B, h, w, out_channels].
+  """
+  if kind == "conv1x1":
+    x = layers.Conv2D(out_channels, 1, name=f"{name}_conv")(feature)
+  elif kind == "bottleneck":
+    mid = max(1, out_channels // 4)
+    x = layers.Conv2D(mid, 1, name=f"{name}_reduce")(feature)
+    x = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(
+        synchronized=sync_batchnorm, name=f"{name}_bn1")(x))
+    x = layers.Conv2D(mid, 3, padding="same", name=f"{name}_conv3")(x)
+    x = layers.ReLU(name=f"{name}_relu2")(layers.BatchNormalization(
+        synchronized=sync_batchnorm, name=f"{name}_bn2")(x))
+    x = layers.Conv2D(out_channels, 1, name=f"{name}_expand")(x)
+  else:
+    raise ValueError(f"unknown adaptation kind {kind!r}; expected conv1x1 or bottleneck")
+  return layers.Activation("linear", dtype="float32", name=f"{name}_f32")(x)

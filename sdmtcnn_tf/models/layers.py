@@ -1,0 +1,100 @@
+"""Building blocks: conv-BN-ReLU, max-pool with argmax, SegNet max-unpooling.
+
+TensorFlow backend only (the unpooling needs `tf.nn.max_pool_with_argmax`). Both pooling
+layers set `supports_jit = False`: MaxPoolWithArgmax has no XLA kernel, and Keras would
+otherwise turn XLA on by default on a GPU and fail.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+def conv_bn_relu(x, filters: int, name: str, sync_batchnorm: bool = False):
+  """3x3 conv (with bias, Xavier-normal init, as MTAN) -> BatchNorm -> ReLU.
+
+  Args:
+    x: [B, H, W, Cin] tensor.
+  Returns:
+    [B, H, W, filters] tensor.
+  """
+  x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="glorot_normal",
+                    name=f"{name}_conv")(x)
+  x = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+  return layers.ReLU(name=f"{name}_relu")(x)
+
+
+@keras.saving.register_keras_serializable(package="sdmtcnn")
+class MaxPoolWithArgmax(layers.Layer):
+  """2x2 stride-2 max-pool that also returns the flat argmax of each window.
+
+  Input [B, H, W, C] -> (pooled [B, ceil(H/2), ceil(W/2), C], argmax int64 of the same shape,
+  indices into the flattened input including the batch dimension).
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.supports_jit = False
+
+  def call(self, x):
+    pooled, argmax = tf.nn.max_pool_with_argmax(x, ksize=2, strides=2, padding="SAME",
+                                                include_batch_in_index=True)
+    return pooled, tf.stop_gradient(argmax)
+
+  def compute_output_spec(self, x):
+    half = lambda d: None if d is None else (d + 1) // 2
+    shape = (x.shape[0], half(x.shape[1]), half(x.shape[2]), x.shape[3])
+    return keras.KerasTensor(shape, x.dtype), keras.KerasTensor(shape, "int64")
+
+
+@keras.saving.register_keras_serializable(package="sdmtcnn")
+class MaxUnpool(layers.Layer):
+  """SegNet unpooling: scatters pooled values back to the positions their maxima came from.
+
+  call(pooled [B, h, w, C], argmax [B, h, w, C] from MaxPoolWithArgmax, like [B, H, W, C'])
+  -> [B, H, W, C] (zeros except at argmax positions). `like` only supplies the output size and
+  must have C' == C channels (the pre-pool tensor the argmax came from).
+  """
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.supports_jit = False
+
+  def call(self, pooled, argmax, like):
+    shape = tf.shape(like, out_type=tf.int64)
+    out_shape = tf.stack([shape[0], shape[1], shape[2], tf.shape(pooled, out_type=tf.int64)[3]])
+    flat = tf.scatter_nd(tf.reshape(argmax, [-1, 1]), tf.reshape(pooled, [-1]),
+                         tf.reshape(tf.reduce_prod(out_shape), [1]))
+    return tf.reshape(flat, out_shape)
+
+  def compute_output_spec(self, pooled, argmax, like):
+    return keras.KerasTensor(tuple(like.shape[:3]) + (pooled.shape[3],), pooled.dtype)
+
+
+@keras.saving.register_keras_serializable(package="sdmtcnn")
+class ResizeBilinear(layers.Layer):
+  """Bilinear resize of [B, h, w, C] to a fixed (height, width)."""
+
+  def __init__(self, height: int, width: int, **kwargs):
+    super().__init__(**kwargs)
+    self.height = height
+    self.width = width
+
+  def call(self, x):
+    return tf.cast(tf.image.resize(x, (self.height, self.width), method="bilinear"), x.dtype)
+
+  def compute_output_spec(self, x):
+    return keras.KerasTensor((x.shape[0], self.height, self.width, x.shape[3]), x.dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "height": self.height, "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="sdmtcnn")
+class L2Normalize(layers.Layer):
+  """Unit-normalises the last axis (surface normals): [..., C] -> [..., C]."""
+
+  def call(self, x):
+    return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)

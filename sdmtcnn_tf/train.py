@@ -1,0 +1,105 @@
+"""Train: `python -m sdmtcnn_tf.train --flagfile=configs/<experiment>.flags --model_dir=...`.
+
+Run directory: flags.txt, config.json, checkpoints/ (model/teacher/student weights), backup/
+(BackupAndRestore: a killed run started again with the same command resumes), logs/
+(TensorBoard: every loss term and metric), results/metrics.json and results/history.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+from absl import app, flags, logging
+
+from sdmtcnn_tf import callbacks as callbacks_lib
+from sdmtcnn_tf import config as config_lib
+from sdmtcnn_tf import distribute, evaluate, experiment
+from sdmtcnn_tf.config import ExperimentConfig
+from sdmtcnn_tf.models.build import count_params
+
+
+def dry_run(cfg: ExperimentConfig) -> dict:
+  """Builds the model (no data needed), prints its summary and parameter counts."""
+  network, _ = experiment.build_model(cfg)
+  network.model.summary(print_fn=print, line_length=110)
+  counts = {"teacher": count_params(network.teacher), "student": count_params(network.student),
+            "training_graph": count_params(network.model)}
+  for role, n in counts.items():
+    print(f"{role} parameters: {n:,}")
+  return counts
+
+
+def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
+  """A run directory belongs to one config; only --epochs/--verbose may change on resume."""
+  path = os.path.join(model_dir, config_lib.CONFIG_NAME)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = json.load(f)
+  current = cfg.to_json()
+  differ = sorted(k for k in current if k not in ("epochs", "verbose")
+                  and previous.get(k) != current[k])
+  if differ:
+    raise ValueError(f"--model_dir={model_dir} holds a run with a different config "
+                     f"(fields {differ}); use a new --model_dir")
+
+
+def train(cfg: ExperimentConfig, flag_values=None) -> dict:
+  """Trains, saves weights, evaluates. Returns the final metrics dict."""
+  if not cfg.model_dir:
+    raise ValueError("--model_dir is required")
+  paths = experiment.RunPaths(cfg.model_dir)
+  train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
+  eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
+  _check_same_run(cfg, cfg.model_dir)
+  config_lib.save(cfg, cfg.model_dir, flag_values)
+  distribute.set_precision(cfg)
+  strategy = distribute.make_strategy(cfg)
+  with strategy.scope():
+    network, model = experiment.build_model(cfg)
+    experiment.compile_model(model, cfg)
+  train_ds = experiment.dataset(cfg, train_manifest, experiment.TRAIN_SPLIT, training=True)
+  val_ds = experiment.dataset(cfg, eval_manifest, experiment.EVAL_SPLIT, training=False)
+  os.makedirs(paths.results, exist_ok=True)
+  callbacks = [
+      callbacks_lib.StopOnNonFiniteLoss(f" in {paths.backup} and {paths.model_weights}"),
+      keras.callbacks.BackupAndRestore(
+          paths.backup, save_freq=cfg.backup_every_steps or "epoch", delete_checkpoint=False),
+      keras.callbacks.LearningRateScheduler(
+          callbacks_lib.halving_schedule(cfg.learning_rate, cfg.lr_decay_epochs)),
+      callbacks_lib.SaveNetworkWeights(network.model, paths.model_weights),
+      keras.callbacks.CSVLogger(paths.history_csv, append=True),
+      keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
+  ]
+  model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+            steps_per_epoch=cfg.steps_per_epoch or None, callbacks=callbacks,
+            verbose=cfg.verbose, shuffle=False)
+  callbacks_lib.save_weights_atomically(network.model, paths.model_weights)
+  callbacks_lib.save_weights_atomically(network.teacher, paths.role_weights("teacher"))
+  if network.student is not None:
+    callbacks_lib.save_weights_atomically(network.student, paths.role_weights("student"))
+  metrics = evaluate.evaluate_model(cfg, model, eval_manifest)
+  evaluate.write_metrics(metrics, paths.metrics_json)
+  logging.info("wrote %s", paths.metrics_json)
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    cfg = config_lib.from_flags(flags.FLAGS)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if flags.FLAGS.dry_run:
+    dry_run(cfg)
+    return
+  metrics = train(cfg, flags.FLAGS)
+  print(evaluate.format_table({"value": metrics}))
+
+
+if __name__ == "__main__":
+  config_lib.define_flags()
+  app.run(main)
