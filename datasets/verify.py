@@ -1,0 +1,218 @@
+"""Re-reads a converted dataset and checks it against its manifest; prints label statistics.
+
+  python -m datasets.verify --data_dir=/data/nyuv2_tfr [--splits=train,val]
+
+For every shard: SHA-256 and record count against manifest.json, then every record decoded
+with `schema.decode_example` (size errors name the feature), keys unique within the split,
+class ids within -1..C-1. Per split and task it prints: semseg class histogram and valid
+fraction; depth valid fraction and min/max/mean of valid pixels; normals valid fraction and
+mean length of valid vectors; keypoints/edges mean, min, max. Exits 1 listing every problem
+(with the shard path) if anything disagrees, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TF loads: hide its INFO banner
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from sdmtcnn_tf import tasks as tasks_lib  # noqa: E402
+from sdmtcnn_tf.data import schema  # noqa: E402
+
+from datasets import common  # noqa: E402
+
+
+def build_flags() -> flags.FlagValues:
+  fv = flags.FlagValues()
+  flags.DEFINE_string("data_dir", None, "Converted dataset folder (holds manifest.json).",
+                      flag_values=fv)
+  flags.DEFINE_string("splits", "", "Comma list of splits to check; empty = all.",
+                      flag_values=fv)
+  flags.mark_flag_as_required("data_dir", flag_values=fv)
+  return fv
+
+
+@dataclasses.dataclass
+class TaskStats:
+  """Running sums over every pixel of one task in one split."""
+
+  pixels: int = 0
+  valid: int = 0
+  total: float = 0.0
+  minimum: float = float("inf")
+  maximum: float = float("-inf")
+  histogram: np.ndarray | None = None  # semseg: int64 [C]
+
+  def summary(self) -> dict:
+    out = {"valid_fraction": self.valid / self.pixels if self.pixels else 0.0}
+    if self.histogram is not None:
+      out["class_histogram"] = self.histogram.tolist()
+      return out
+    out["mean"] = self.total / self.valid if self.valid else float("nan")
+    out["min"] = self.minimum if self.valid else float("nan")
+    out["max"] = self.maximum if self.valid else float("nan")
+    return out
+
+
+def _update(stats: TaskStats, task: str, value: np.ndarray, num_classes: int) -> str | None:
+  """Adds one label map to `stats`; returns a problem description or None."""
+  if task == tasks_lib.SEMSEG:
+    bad = (value < tasks_lib.IGNORE_LABEL) | (value >= num_classes)
+    if np.any(bad):
+      return f"semseg values {np.unique(value[bad])[:5].tolist()} outside -1..{num_classes - 1}"
+    valid = value[value >= 0]
+    stats.histogram += np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+    stats.pixels += value.size
+    stats.valid += valid.size
+    return None
+  if task == tasks_lib.NORMALS:
+    norm = np.linalg.norm(value, axis=-1)
+    valid = norm[np.any(value != 0, axis=-1)]
+    stats.pixels += norm.size
+  elif task == tasks_lib.DEPTH:
+    valid = value[value > 0]
+    stats.pixels += value.size
+    if np.any(value < 0):
+      return "depth holds negative values"
+  else:
+    valid = value
+    stats.pixels += value.size
+  stats.valid += valid.size
+  if valid.size:
+    stats.total += float(valid.sum(dtype=np.float64))
+    stats.minimum = min(stats.minimum, float(valid.min()))
+    stats.maximum = max(stats.maximum, float(valid.max()))
+  return None
+
+
+def _short_tf_message(error: tf.errors.OpError) -> str:
+  """The useful part of a TF runtime error ("corrupted record at 12", an assert message)."""
+  text = (error.message or "").strip().splitlines()[0] if error.message else ""
+  text = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", text)
+  text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)
+  return text or type(error).__name__
+
+
+def verify_shard(path: str, info: schema.ShardInfo, manifest: schema.Manifest,
+                 stats: dict, keys: set, errors: list) -> int:
+  """Checks one shard, adding to `stats` / `keys`; appends problems naming `path` to `errors`.
+
+  Returns: the number of records read.
+  """
+  if not os.path.exists(path):
+    errors.append(f"{path}: shard listed in the manifest is missing")
+    return 0
+  digest = schema.file_sha256(path)
+  if digest != info.sha256:
+    errors.append(f"{path}: sha256 {digest} differs from the manifest ({info.sha256}): "
+                  "the shard is corrupt or was modified")
+  count = 0
+  tasks = list(manifest.tasks)
+  dataset = tf.data.TFRecordDataset(path).map(
+      lambda r: schema.decode_example(r, manifest.height, manifest.width, tasks))
+  iterator = iter(dataset)
+  while True:
+    try:
+      key, _, labels = next(iterator)
+    except StopIteration:
+      break
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+      message = _short_tf_message(e)
+      errors.append(f"{path}: record {count} cannot be read or decoded ({type(e).__name__}: "
+                    f"{message})")
+      break
+    key = key.numpy().decode()
+    if key in keys:
+      errors.append(f"{path}: duplicate key {key!r}")
+    keys.add(key)
+    for task, value in labels.items():
+      problem = _update(stats[task], task, value.numpy(), manifest.num_classes)
+      if problem:
+        errors.append(f"{path}: record {key!r}: {problem}")
+    count += 1
+  if count != info.num_examples:
+    errors.append(f"{path}: holds {count} readable records, the manifest says "
+                  f"{info.num_examples}")
+  return count
+
+
+def verify(data_dir: str, splits=None) -> tuple:
+  """Checks every shard of `splits` (default all) of the dataset in `data_dir`.
+
+  Returns:
+    (errors, report): errors a list of strings, each naming a shard (empty = all good);
+    report {split: {"examples": n, "tasks": {task: summary dict}}}.
+  Raises:
+    FileNotFoundError / schema.SchemaError if the manifest is missing or invalid.
+  """
+  manifest = schema.read_manifest(data_dir)
+  splits = list(splits or manifest.splits)
+  errors, report = [], {}
+  for split in splits:
+    shards = manifest.split_shards(split)
+    stats = {t: TaskStats() for t in manifest.tasks}
+    if tasks_lib.SEMSEG in stats:
+      stats[tasks_lib.SEMSEG].histogram = np.zeros(manifest.num_classes, np.int64)
+    keys = set()
+    count = 0
+    for info in tqdm(shards, desc=f"verify {split}", unit="shard", disable=None,
+                     file=sys.stderr):
+      count += verify_shard(os.path.join(data_dir, info.file), info, manifest, stats, keys,
+                            errors)
+    report[split] = {"examples": count, "shards": len(shards),
+                     "tasks": {t: s.summary() for t, s in stats.items()}}
+  return errors, report
+
+
+def format_report(manifest: schema.Manifest, report: dict) -> str:
+  lines = [f"{manifest.dataset}: {manifest.height}x{manifest.width}, tasks "
+           f"{', '.join(manifest.tasks)}, depth unit {manifest.depth_unit}"]
+  for split, rep in report.items():
+    lines.append(f"[{split}] {rep['examples']} examples in {rep['shards']} shard(s)")
+    for task, s in rep["tasks"].items():
+      if task == tasks_lib.SEMSEG:
+        total = sum(s["class_histogram"]) or 1
+        hist = ", ".join(f"{name} {100 * n / total:.1f}%"
+                         for name, n in zip(manifest.class_names, s["class_histogram"]))
+        lines.append(f"  semseg: valid {100 * s['valid_fraction']:.1f}% | {hist}")
+      elif task == tasks_lib.NORMALS:
+        lines.append(f"  normals: valid {100 * s['valid_fraction']:.1f}% | |n| mean "
+                     f"{s['mean']:.4f} min {s['min']:.4f} max {s['max']:.4f}")
+      else:
+        lines.append(f"  {task}: valid {100 * s['valid_fraction']:.1f}% | min {s['min']:.4g} "
+                     f"max {s['max']:.4g} mean {s['mean']:.4g}")
+  return "\n".join(lines)
+
+
+def run(fv: flags.FlagValues) -> int:
+  manifest = schema.read_manifest(fv.data_dir)
+  errors, report = verify(fv.data_dir, common.csv_list(fv.splits) or None)
+  print(format_report(manifest, report))
+  if errors:
+    print(f"FAILED: {len(errors)} problem(s):", file=sys.stderr)
+    for e in errors:
+      print(f"  {e}", file=sys.stderr)
+    return 1
+  print("OK: every shard matches the manifest")
+  return 0
+
+
+def main(argv) -> int:
+  fv = common.parse_flags(build_flags(), argv)
+  try:
+    return run(fv)
+  except (FileNotFoundError, schema.SchemaError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
