@@ -89,7 +89,12 @@ def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, ba
     ds = ds.map(lambda key, image, labels: (key, image, labels))
   else:
     ds = ds.map(lambda key, image, labels: (image, labels))
-  ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+  drop = training if drop_remainder is None else drop_remainder
+  ds = ds.batch(batch_size, drop_remainder=drop)
+  if not repeat:  # interleave hides the size; Keras needs it to end epochs without warnings
+    n = manifest.num_examples(split)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(
+        n // batch_size if drop else -(-n // batch_size)))
   options = tf.data.Options()
   options.deterministic = deterministic or not training
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

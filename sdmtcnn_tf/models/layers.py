@@ -97,4 +97,5 @@ class L2Normalize(layers.Layer):
   """Unit-normalises the last axis (surface normals): [..., C] -> [..., C]."""
 
   def call(self, x):
-    return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+    # A tiny floor: freshly initialised decoders can emit vectors far below 1e-6 in norm.
+    return tf.math.l2_normalize(x, axis=-1, epsilon=1e-30)

@@ -1,0 +1,45 @@
+"""Model construction: parameter counts, output names and shapes."""
+
+import numpy as np
+import pytest
+
+from sdmtcnn_tf.config import ExperimentConfig
+from sdmtcnn_tf.models.build import build_network, count_params
+
+
+def test_shared_decoder_segnet_matches_mtan_parameter_count():
+  cfg = ExperimentConfig(decoder="shared", height=64, width=64).validate()
+  assert count_params(build_network(cfg).teacher) == 25_055_185
+
+
+def test_outputs_and_shapes_for_all_five_tasks():
+  cfg = ExperimentConfig(tasks=("semseg", "depth", "normals", "keypoints", "edges"),
+                         num_classes=5, height=32, width=64, width_multiplier=0.125,
+                         method="sd_mtcnn", distill="both", full=True).validate()
+  net = build_network(cfg)
+  image = np.random.default_rng(0).random((2, 32, 64, 3)).astype("float32")
+  out = net.model(image)
+  assert out["teacher_semseg"].shape == (2, 32, 64, 5)
+  assert out["student_normals"].shape == (2, 32, 64, 3)
+  norms = np.linalg.norm(out["teacher_normals"], axis=-1)
+  np.testing.assert_allclose(norms[norms > 1e-6], 1.0, atol=1e-4)  # 0 only for a zero vector
+  for task in cfg.tasks:
+    for level in range(1, 6):
+      s, t = out[f"hint_{task}_l{level}_student"], out[f"hint_{task}_l{level}_teacher"]
+      assert s.shape == t.shape and s.shape[1] == 32 // 2 ** (level - 1)
+  assert set(net.student(image)) == set(cfg.tasks)
+
+
+@pytest.mark.parametrize("backbone", ["segnet", "unet"])
+def test_student_is_lighter_than_teacher(backbone):
+  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.25, method="sd_mtcnn",
+                         distill="eq5", backbone=backbone).validate()
+  net = build_network(cfg)
+  assert 0 < count_params(net.student) < count_params(net.teacher)
+
+
+def test_bad_sizes_are_rejected_naming_the_flag():
+  with pytest.raises(ValueError, match="--height"):
+    ExperimentConfig(height=30).validate()
+  with pytest.raises(ValueError, match="--tasks|unknown task"):
+    ExperimentConfig(tasks=("semseg", "sky")).validate()
