@@ -21,15 +21,13 @@ import re
 import sys
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TF loads: hide its INFO banner
+import numpy as np
+from absl import flags
+from PIL import Image
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from sdmtcnn_tf import tasks as tasks_lib  # noqa: E402
-from sdmtcnn_tf.data import schema  # noqa: E402
+from sdmtcnn_tf import tasks as tasks_lib
+from sdmtcnn_tf.data import schema
 
 SHARD_TARGET_BYTES = 128 << 20
 _SHARD_RE = re.compile(r"^(?P<split>.+)-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$")

@@ -17,17 +17,15 @@ import os
 import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TF loads: hide its INFO banner
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from sdmtcnn_tf import tasks as tasks_lib
+from sdmtcnn_tf.data import schema
 
-from sdmtcnn_tf import tasks as tasks_lib  # noqa: E402
-from sdmtcnn_tf.data import schema  # noqa: E402
-
-from datasets import common  # noqa: E402
+from datasets import common
 
 
 def build_flags() -> flags.FlagValues:
