@@ -357,7 +357,7 @@ def resize_image_bilinear(image: np.ndarray, height: int, width: int) -> np.ndar
   """uint8 [H, W, 3] -> uint8 [height, width, 3] with Pillow's (antialiased) bilinear filter."""
   if image.shape[:2] == (height, width):
     return image
-  img = Image.fromarray(image, mode="RGB")
+  img = Image.fromarray(image)  # uint8 [H, W, 3] -> mode RGB
   return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
@@ -366,7 +366,7 @@ def resize_float_bilinear(value: np.ndarray, height: int, width: int) -> np.ndar
   value = value.astype(np.float32)
   if value.shape[:2] == (height, width):
     return value
-  img = Image.fromarray(value, mode="F")
+  img = Image.fromarray(value)  # float32 [H, W] -> mode F
   return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
@@ -563,7 +563,7 @@ def convert_splits(info: DatasetInfo, out_dir: str, splits: Mapping[str, Sequenc
   shards = {}
   for split, items in splits.items():
     if not items:
-      raise ConversionError(split, "no examples found for this split")
+      raise ConversionError(f"split {split!r}", "no examples found in the source")
     n_shards = resolve_num_shards(num_shards, len(items), per_record)
     shards[split] = write_split_records(out_dir, split, items, convert, n_shards, num_workers,
                                         skip_bad, skipped)
