@@ -61,11 +61,9 @@ def adaptation(feature, out_channels: int, kind: str, name: str, sync_batchnorm:
   elif kind == "bottleneck":
     mid = max(1, out_channels // 4)
     x = layers.Conv2D(mid, 1, name=f"{name}_reduce")(feature)
-    x = layers.ReLU(name=f"{name}_relu1")(layers.BatchNormalization(
-        synchronized=sync_batchnorm, name=f"{name}_bn1")(x))
+    x = layers.ReLU(name=f"{name}_relu1")(L.batch_norm(f"{name}_bn1", sync_batchnorm)(x))
     x = layers.Conv2D(mid, 3, padding="same", name=f"{name}_conv3")(x)
-    x = layers.ReLU(name=f"{name}_relu2")(layers.BatchNormalization(
-        synchronized=sync_batchnorm, name=f"{name}_bn2")(x))
+    x = layers.ReLU(name=f"{name}_relu2")(L.batch_norm(f"{name}_bn2", sync_batchnorm)(x))
     x = layers.Conv2D(out_channels, 1, name=f"{name}_expand")(x)
   else:
     raise ValueError(f"unknown adaptation kind {kind!r}; expected conv1x1 or bottleneck")

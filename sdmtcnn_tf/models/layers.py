@@ -12,6 +12,16 @@ import tensorflow as tf
 from keras import layers
 
 
+def batch_norm(name: str, sync_batchnorm: bool = False) -> layers.BatchNormalization:
+  """BatchNorm with PyTorch's defaults (momentum 0.1 = Keras 0.9, eps 1e-5), as MTAN trains.
+
+  Keras' default momentum 0.99 leaves the moving statistics far from the batch statistics for
+  the first few hundred steps, which wrecks evaluation of short runs.
+  """
+  return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_batchnorm,
+                                   name=name)
+
+
 def conv_bn_relu(x, filters: int, name: str, sync_batchnorm: bool = False):
   """3x3 conv (with bias, Xavier-normal init, as MTAN) -> BatchNorm -> ReLU.
 
@@ -22,7 +32,7 @@ def conv_bn_relu(x, filters: int, name: str, sync_batchnorm: bool = False):
   """
   x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="glorot_normal",
                     name=f"{name}_conv")(x)
-  x = layers.BatchNormalization(synchronized=sync_batchnorm, name=f"{name}_bn")(x)
+  x = batch_norm(f"{name}_bn", sync_batchnorm)(x)
   return layers.ReLU(name=f"{name}_relu")(x)
 
 
