@@ -122,7 +122,7 @@ def verify_shard(path: str, info: schema.ShardInfo, manifest: schema.Manifest,
       key, _, labels = next(iterator)
     except StopIteration:
       break
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+    except tf.errors.OpError as e:  # DataLoss (truncated, CRC), InvalidArgument (sizes)
       message = _short_tf_message(e)
       errors.append(f"{path}: record {count} cannot be read or decoded ({type(e).__name__}: "
                     f"{message})")
