@@ -54,6 +54,7 @@ class ExperimentConfig:
   decoder: str = "per_task"
   width_multiplier: float = 1.0
   student_channels: int = 256
+  depth_bias_init: float = 0.0  # initial depth output bias (MTAN: 0); ~ mean depth speeds short runs
   sync_batchnorm: bool = False
   # self-distillation (RECON: METHOD.md; defaults DECIDED from BYOT's code)
   alpha: float = 0.3
@@ -179,14 +180,26 @@ class ExperimentConfig:
 CONFIG_NAME = "config.json"
 
 
-def save(cfg: ExperimentConfig, model_dir: str, flag_values=None) -> None:
-  """Writes config.json (and flags.txt when flag_values is given) into model_dir."""
+def to_flags_text(cfg: ExperimentConfig) -> str:
+  """Every field as a `--name=value` line: a flagfile that reproduces `cfg`."""
+  lines = []
+  for key, value in cfg.to_json().items():
+    if isinstance(value, bool):
+      lines.append(f"--{key}" if value else f"--no{key}")
+    elif isinstance(value, list):
+      lines.append(f"--{key}={','.join(map(str, value))}")
+    else:
+      lines.append(f"--{key}={value}")
+  return "\n".join(lines) + "\n"
+
+
+def save(cfg: ExperimentConfig, model_dir: str) -> None:
+  """Writes config.json and flags.txt (the resolved flags) into model_dir."""
   os.makedirs(model_dir, exist_ok=True)
   with open(os.path.join(model_dir, CONFIG_NAME), "w") as f:
     json.dump(cfg.to_json(), f, indent=2, sort_keys=True)
-  if flag_values is not None:
-    with open(os.path.join(model_dir, "flags.txt"), "w") as f:
-      f.write(flag_values.flags_into_string())
+  with open(os.path.join(model_dir, "flags.txt"), "w") as f:
+    f.write(to_flags_text(cfg))
 
 
 def load(model_dir: str) -> ExperimentConfig:
@@ -224,6 +237,7 @@ _HELP = {
     "decoder": "per_task (one decoder per task, the paper's) | shared (MTAN split SegNet).",
     "width_multiplier": "Scales every filter count (tests/demo use < 1).",
     "student_channels": "Filters of the student heads' convs (scaled by --width_multiplier).",
+    "depth_bias_init": "Initial bias of the depth outputs (MTAN: 0; the mean depth helps short runs).",
     "sync_batchnorm": "Synchronise BatchNorm statistics across replicas.",
     "alpha": "Eq. 5 weight of output distillation; the student's GT loss gets 1 - alpha.",
     "temperature": "Eq. 4-5 softmax temperature tau.",
@@ -249,24 +263,25 @@ _INT_LISTS = {"hint_levels"}
 _DRY_RUN_HELP = "Build the model, print its summary and parameter counts, and exit."
 
 
-def define_flags() -> None:
-  """Defines one absl flag per ExperimentConfig field (idempotent)."""
-  if "method" in flags.FLAGS:
+def define_flags(flag_values=flags.FLAGS) -> None:
+  """Defines one absl flag per ExperimentConfig field, plus --dry_run (idempotent)."""
+  if "method" in flag_values:
     return
+  fv = {"flag_values": flag_values}
   for field in dataclasses.fields(ExperimentConfig):
     default = getattr(_DEFAULTS, field.name)
     help_text = _HELP[field.name]
     if isinstance(default, bool):
-      flags.DEFINE_bool(field.name, default, help_text)
+      flags.DEFINE_bool(field.name, default, help_text, **fv)
     elif isinstance(default, int):
-      flags.DEFINE_integer(field.name, default, help_text)
+      flags.DEFINE_integer(field.name, default, help_text, **fv)
     elif isinstance(default, float):
-      flags.DEFINE_float(field.name, default, help_text)
+      flags.DEFINE_float(field.name, default, help_text, **fv)
     elif isinstance(default, tuple):
-      flags.DEFINE_list(field.name, list(map(str, default)), help_text)
+      flags.DEFINE_list(field.name, list(map(str, default)), help_text, **fv)
     else:
-      flags.DEFINE_string(field.name, default, help_text)
-  flags.DEFINE_bool("dry_run", False, _DRY_RUN_HELP)
+      flags.DEFINE_string(field.name, default, help_text, **fv)
+  flags.DEFINE_bool("dry_run", False, _DRY_RUN_HELP, **fv)
 
 
 def from_flags(flag_values=flags.FLAGS) -> ExperimentConfig:
@@ -286,3 +301,14 @@ def from_flags(flag_values=flags.FLAGS) -> ExperimentConfig:
       value = tuple(items)
     values[field.name] = value
   return ExperimentConfig(**values).validate()
+
+
+def parse_flagfile(path: str, **overrides) -> ExperimentConfig:
+  """Reads a flagfile (relative paths inside it resolve from the working directory) into a
+  validated ExperimentConfig, then applies `overrides` (field=value)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"flagfile {path} does not exist")
+  values = flags.FlagValues()
+  define_flags(values)
+  values(["parse_flagfile", f"--flagfile={path}"])
+  return dataclasses.replace(from_flags(values), **overrides).validate()

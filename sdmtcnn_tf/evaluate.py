@@ -69,12 +69,13 @@ def format_table(rows: dict) -> str:
                  if not k.endswith("_loss") and not k.endswith("_legacy")})
   width = max([len(k) for k in keys] + [6])
   labels = list(rows)
-  lines = ["metric".ljust(width) + "".join(f"{l:>16}" for l in labels)]
+  cell = max([len(l) for l in labels] + [10]) + 2
+  lines = ["metric".ljust(width) + "".join(l.rjust(cell) for l in labels)]
   for key in keys:
     cells = []
     for label in labels:
       v = rows[label].get(key)
-      cells.append(f"{'-':>16}" if v is None else f"{v:>16.4f}")
+      cells.append("-".rjust(cell) if v is None else f"{v:.4f}".rjust(cell))
     lines.append(key.ljust(width) + "".join(cells))
   return "\n".join(lines)
 

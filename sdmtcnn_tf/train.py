@@ -46,7 +46,7 @@ def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
                      f"(fields {differ}); use a new --model_dir")
 
 
-def train(cfg: ExperimentConfig, flag_values=None) -> dict:
+def train(cfg: ExperimentConfig) -> dict:
   """Trains, saves weights, evaluates. Returns the final metrics dict."""
   if not cfg.model_dir:
     raise ValueError("--model_dir is required")
@@ -54,7 +54,7 @@ def train(cfg: ExperimentConfig, flag_values=None) -> dict:
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
   _check_same_run(cfg, cfg.model_dir)
-  config_lib.save(cfg, cfg.model_dir, flag_values)
+  config_lib.save(cfg, cfg.model_dir)
   distribute.set_precision(cfg)
   strategy = distribute.make_strategy(cfg)
   with strategy.scope():
@@ -96,7 +96,7 @@ def main(argv):
   if flags.FLAGS.dry_run:
     dry_run(cfg)
     return
-  metrics = train(cfg, flags.FLAGS)
+  metrics = train(cfg)
   print(evaluate.format_table({"value": metrics}))
 
 

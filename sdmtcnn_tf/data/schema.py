@@ -91,7 +91,8 @@ def encode_example(key: str, image: np.ndarray, labels: Mapping[str, np.ndarray]
     if not np.all(np.isfinite(value)):
       raise SchemaError(f"{key}: {task} holds NaN or infinite values")
     features[task] = _bytes(value.astype(dtype).tobytes())
-  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+  example = tf.train.Example(features=tf.train.Features(feature=features))
+  return example.SerializeToString(deterministic=True)  # same bytes in every process
 
 
 def decode_example(serialized: tf.Tensor, height: int, width: int, tasks: Iterable[str]):

@@ -56,8 +56,13 @@ def _encoder_decoders(image, cfg: ExperimentConfig, filters):
 def _student_outputs(features, cfg: ExperimentConfig, filters):
   channels = max(1, int(round(cfg.student_channels * cfg.width_multiplier)))
   return {spec.name: heads.student_head(features["encoded"], spec, channels, cfg.height,
-                                        cfg.width, f"student_{spec.name}", cfg.sync_batchnorm)
+                                        cfg.width, f"student_{spec.name}", cfg.sync_batchnorm,
+                                        _output_bias(cfg, spec.name))
           for spec in cfg.task_specs}
+
+
+def _output_bias(cfg: ExperimentConfig, task: str) -> float:
+  return cfg.depth_bias_init if task == "depth" else 0.0
 
 
 def _hint_outputs(features, decoded, cfg: ExperimentConfig, filters):
@@ -89,7 +94,7 @@ def _hint_outputs(features, decoded, cfg: ExperimentConfig, filters):
 def _teacher_graph(image, cfg: ExperimentConfig, filters):
   features, decoded = _encoder_decoders(image, cfg, filters)
   teacher = {spec.name: heads.teacher_head(decoded[spec.name]["dec1"], spec,
-                                           f"teacher_{spec.name}")
+                                           f"teacher_{spec.name}", _output_bias(cfg, spec.name))
              for spec in cfg.task_specs}
   return features, decoded, teacher
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from sdmtcnn_tf.models import layers as L
@@ -15,11 +16,12 @@ def _activate(x, spec: TaskSpec, name: str):
   return x
 
 
-def teacher_head(feature, spec: TaskSpec, name: str):
+def teacher_head(feature, spec: TaskSpec, name: str, output_bias: float = 0.0):
   """MTAN's prediction head: 3x3 conv (C->C) then 1x1 conv to the task's channels, no BN/ReLU.
 
   Args:
     feature: [B, H, W, C] full-resolution decoder feature.
+    output_bias: initial bias of the output conv (--depth_bias_init for depth, else 0).
   Returns:
     float32 [B, H, W, spec.channels]: logits (semseg), linear (depth, keypoints, edges) or unit
     vectors (normals).
@@ -28,12 +30,13 @@ def teacher_head(feature, spec: TaskSpec, name: str):
   x = layers.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
                     name=f"{name}_conv3")(feature)
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
+                    bias_initializer=keras.initializers.Constant(output_bias),
                     name=f"{name}_conv1")(x)
   return _activate(x, spec, name)
 
 
 def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int, name: str,
-                 sync_batchnorm: bool = False):
+                 sync_batchnorm: bool = False, output_bias: float = 0.0):
   """Light student head on the encoded feature (RECON, METHOD.md "Student heads").
 
   Two conv-BN-ReLU with `channels` filters at 1/32 resolution, a 1x1 output conv, then bilinear
@@ -45,7 +48,8 @@ def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int
   """
   x = L.conv_bn_relu(encoded, channels, f"{name}_1", sync_batchnorm)
   x = L.conv_bn_relu(x, channels, f"{name}_2", sync_batchnorm)
-  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal", name=f"{name}_out")(x)
+  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
+                    bias_initializer=keras.initializers.Constant(output_bias), name=f"{name}_out")(x)
   x = L.ResizeBilinear(height, width, name=f"{name}_resize")(x)
   return _activate(x, spec, name)
 
