@@ -36,7 +36,6 @@ import os
 import zlib
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from sdmtcnn_tf import tasks as tasks_lib
@@ -826,10 +825,9 @@ INCOMPLETE_MARKER = ".synthetic-incomplete"
 
 def _serialize(seed: int, split: str, index: int, height: int, width: int, tasks) -> bytes:
   image, labels = render_example(seed, split, index, height, width)
-  record = schema.encode_example(f"{split}/{index:06d}", image, {t: labels[t] for t in tasks})
-  # Protobuf map order differs between processes; re-serialize deterministically so that the
-  # same seed always gives the same bytes.
-  return tf.train.Example.FromString(record).SerializeToString(deterministic=True)
+  # encode_example serializes deterministically: the same seed gives the same bytes in every
+  # process (tested across processes by tests/test_synthetic.py).
+  return schema.encode_example(f"{split}/{index:06d}", image, {t: labels[t] for t in tasks})
 
 
 def _canonical_tasks(tasks) -> tuple:
@@ -925,6 +923,8 @@ def ensure_dataset(data_dir: str, num_train: int, num_val: int, height: int, wid
     ValueError naming the folder and what differs if it holds anything else: a user's data
     is never overwritten.
   """
+  if not data_dir:
+    raise ValueError("no data directory given for the synthetic dataset")
   tasks = _canonical_tasks(tasks)
   args = (data_dir, num_train, num_val, height, width, seed, tasks, num_shards)
   entries = os.listdir(data_dir) if os.path.isdir(data_dir) else []
