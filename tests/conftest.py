@@ -28,10 +28,10 @@ def run_module(module: str, *args: str, check: bool = True, timeout: int = 600,
 
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory) -> str:
-  """The smoke config's synthetic dataset (32x64, 16 train / 8 val), generated once."""
+  """The smoke config's synthetic dataset (32x64, 64 train / 16 val), generated once."""
   from sdmtcnn_tf.data import synthetic
   path = str(tmp_path_factory.mktemp("synthetic_smoke"))
-  synthetic.ensure_dataset(path, 16, 8, 32, 64, seed=0)
+  synthetic.ensure_dataset(path, 64, 16, 32, 64, seed=0)
   return path
 
 

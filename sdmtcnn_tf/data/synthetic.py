@@ -42,7 +42,7 @@ from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
 
 DATASET_NAME = "synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: denser, bluer fog (a stronger per-pixel depth cue)
 
 CLASS_NAMES = ("floor", "wall", "ceiling", "window", "painting", "bed", "table", "cabinet",
                "sofa", "chair", "box", "bin", "ball")
@@ -53,7 +53,7 @@ UNLABELLED = tasks_lib.IGNORE_LABEL
 
 HFOV_DEGREES = 60.0
 MAX_DEPTH = 10.0  # metres; farther pixels get depth 0 (invalid)
-FOG_METRES = 7.0
+FOG_METRES = 4.0
 KEYPOINT_SIGMA = 0.01  # Gaussian sigma as a fraction of max(H, W), at least 1 pixel
 SILHOUETTE_JUMP = 1.05  # an object pixel is ignored next to a pixel this much farther
 
@@ -73,7 +73,7 @@ BASE_COLOURS = np.array([
     (0.20, 0.60, 0.72),  # bin
     (0.92, 0.85, 0.20),  # ball
 ])
-FOG_COLOUR = np.array([0.45, 0.47, 0.50])
+FOG_COLOUR = np.array([0.35, 0.45, 0.65])
 
 # Fixed instance (and primitive) ids of the room: index = instance id.
 _FLOOR_I, _CEILING_I, _WALL_X0_I, _WALL_X1_I, _WALL_Z0_I, _WALL_Z1_I, _WINDOW_I = range(7)
