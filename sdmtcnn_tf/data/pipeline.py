@@ -70,8 +70,12 @@ def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, ba
   files = tf.data.Dataset.from_tensor_slices(paths)
   if training:
     files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-  records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
-                             num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
+                               num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+  else:
+    # Evaluation reads the shards one after another: examples come in manifest order, so the
+    # per-batch legacy metrics group the same images as MTAN's sequential loader.
+    records = files.flat_map(tf.data.TFRecordDataset)
   height, width = manifest.height, manifest.width
   decode = lambda r: schema.decode_example(r, height, width, tasks)
   ds = records.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
