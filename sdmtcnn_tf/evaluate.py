@@ -80,8 +80,9 @@ def format_table(rows: dict) -> str:
   return "\n".join(lines)
 
 
-def run(model_dir: str, predictions_dir: str = "") -> dict:
-  cfg, _, model = experiment.load_trained(model_dir)
+def run(model_dir: str, predictions_dir: str = "", **overrides) -> dict:
+  """Evaluates the run in `model_dir`; `overrides`: see experiment.EVAL_OVERRIDES."""
+  cfg, _, model = experiment.load_trained(model_dir, **overrides)
   manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
   experiment.compile_model(model, cfg)
   metrics = evaluate_model(cfg, model, manifest)
@@ -97,7 +98,9 @@ def main(argv):
   FLAGS = flags.FLAGS
   if not FLAGS.model_dir:
     raise app.UsageError("--model_dir is required")
-  metrics = run(FLAGS.model_dir, FLAGS.save_predictions)
+  overrides = {name: FLAGS[name].value for name in experiment.EVAL_OVERRIDES
+               if FLAGS[name].present}
+  metrics = run(FLAGS.model_dir, FLAGS.save_predictions, **overrides)
   print(format_table({"value": metrics}))
   print(f"wrote {experiment.RunPaths(FLAGS.model_dir).metrics_json}")
 
@@ -105,4 +108,7 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("model_dir", "", "Run directory written by sdmtcnn_tf.train.")
   flags.DEFINE_string("save_predictions", "", "Folder for one .npz per validation image.")
+  flags.DEFINE_integer("eval_batch_size", 2, "Evaluation batch size (default: the run's).")
+  flags.DEFINE_integer("legacy_batch_size", 2, "Legacy metrics' batch size (default: the run's).")
+  flags.DEFINE_string("data_dir", "", "Evaluate on this dataset folder (default: the run's).")
   app.run(main)

@@ -88,9 +88,18 @@ def compile_model(model: MultiTaskModel, cfg: ExperimentConfig) -> None:
                 jit_compile=cfg.jit_compile)
 
 
-def load_trained(model_dir: str):
-  """Rebuilds a finished (or interrupted) run's network with its latest weights."""
-  cfg = config_lib.load(model_dir)
+EVAL_OVERRIDES = ("eval_batch_size", "legacy_batch_size", "data_dir")
+
+
+def load_trained(model_dir: str, **overrides):
+  """Rebuilds a finished (or interrupted) run's network with its latest weights.
+
+  `overrides` may change the evaluation settings (EVAL_OVERRIDES) of the saved config.
+  """
+  unknown = sorted(set(overrides) - set(EVAL_OVERRIDES))
+  if unknown:
+    raise ValueError(f"cannot override {unknown} of a trained run; only {EVAL_OVERRIDES}")
+  cfg = config_lib.load(model_dir).replace(**overrides)
   paths = RunPaths(model_dir)
   if not os.path.exists(paths.model_weights):
     raise FileNotFoundError(f"{paths.model_weights} is missing: the run in {model_dir!r} has "
