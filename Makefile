@@ -13,13 +13,15 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# label table of the official CityScapes release; --no-deps keeps matplotlib & co. out
+	$(PY) -m pip install --quiet --no-deps cityscapesscripts==2.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m sdmtcnn_tf.demo --out_dir=$(DEMO_DIR)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m sdmtcnn_tf.demo --out_dir=$(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) -m sdmtcnn_tf.bench
