@@ -6,7 +6,8 @@ One random draw per example is applied to all maps (MTAN protocol, HEAD):
   * random horizontal flip: mirror every map and negate the normals' x component.
 Image and keypoints/edges resize bilinearly; semseg, depth and normals use nearest neighbour so
 ignore/invalid pixels stay exactly 0 / -1 and normals stay unit vectors.
-Randomness is stateless, keyed by (seed, example index): the same seed gives the same epoch.
+Randomness is stateless, keyed by a per-example seed that make_dataset draws from its seed
+(new draws every epoch): the same seed gives the same sequence of epochs.
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, ba
   if repeat:
     ds = ds.repeat()
   if training and augment:
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    # A new draw every epoch (deterministic given seed); without rerandomizing, each epoch
+    # would repeat the same scale/crop/flip sequence over the reshuffled examples.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds)).map(
         lambda ex, s: (ex[0], *augment_lib.augment(ex[1], ex[2], tf.cast(s, tf.int32),
                                                    manifest.depth_unit)),
