@@ -22,6 +22,7 @@ DECODERS = ("per_task", "shared")
 DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy")
 DISTRIBUTIONS = ("default", "mirrored")
 ADAPTATIONS = ("conv1x1", "bottleneck")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ExperimentConfig:
   learning_rate: float = 1e-4
   lr_decay_epochs: int = 100  # halve the rate every this many epochs (MTAN: 100)
   task_weights: tuple = ()  # empty = 1.0 for every task
+  optimizer: str = "adam"
   seed: int = 0
   deterministic: bool = False
   augment: bool = False
@@ -54,6 +56,7 @@ class ExperimentConfig:
   decoder: str = "per_task"
   width_multiplier: float = 1.0
   student_channels: int = 256
+  student_levels: tuple = ()  # encoder levels the student head merges; empty: none, or 5,4,3 if full
   depth_bias_init: float = 0.0  # initial depth output bias (MTAN: 0); ~ mean depth speeds short runs
   sync_batchnorm: bool = False
   # self-distillation (RECON: METHOD.md; defaults DECIDED from BYOT's code)
@@ -93,6 +96,13 @@ class ExperimentConfig:
     if self.hint_levels:
       return tuple(self.hint_levels)
     return (1, 2, 3, 4, 5) if self.full else (5,)
+
+  @property
+  def resolved_student_levels(self) -> tuple:
+    """Levels (deepest first) whose encoder features the student heads merge."""
+    if self.student_levels:
+      return tuple(sorted(self.student_levels, reverse=True))
+    return (5, 4, 3) if self.full else ()
 
   @property
   def resolved_teaching_tasks(self) -> tuple:
@@ -143,6 +153,10 @@ class ExperimentConfig:
          f"{len(self.tasks)} values (one per --tasks entry)", self.task_weights)
     need(all(l in (1, 2, 3, 4, 5) for l in self.hint_levels), "hint_levels",
          "levels among 1..5", self.hint_levels)
+    levels = sorted(self.student_levels, reverse=True)
+    need(levels == list(range(5, 5 - len(levels), -1)), "student_levels",
+         "a contiguous run of levels starting at 5 (e.g. 5,4,3)", self.student_levels)
+    need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
     need(all(t in self.tasks for t in self.teaching_tasks), "teaching_tasks",
          f"a subset of --tasks={','.join(self.tasks)}", self.teaching_tasks)
     if self.method == "vanilla":
@@ -223,7 +237,8 @@ _HELP = {
     "batch_size": "Global training batch size (split over replicas).",
     "epochs": "Training epochs.",
     "steps_per_epoch": "Steps per epoch; 0 = one pass over the training split.",
-    "learning_rate": "Adam learning rate.",
+    "learning_rate": "Learning rate.",
+    "optimizer": "adam (MTAN's) | sgd (momentum 0.9).",
     "lr_decay_epochs": "Halve the learning rate every this many epochs.",
     "task_weights": "Comma list of loss weights, one per --tasks entry (default all 1).",
     "seed": "Random seed (weights, shuffling, augmentation, synthetic data).",
@@ -236,6 +251,8 @@ _HELP = {
     "backbone": "segnet | unet.",
     "decoder": "per_task (one decoder per task, the paper's) | shared (MTAN split SegNet).",
     "width_multiplier": "Scales every filter count (tests/demo use < 1).",
+    "student_levels": "Comma list of encoder levels (5,4,..) the student heads merge; empty = "
+                      "none, or 5,4,3 under --full.",
     "student_channels": "Filters of the student heads' convs (scaled by --width_multiplier).",
     "depth_bias_init": "Initial bias of the depth outputs (MTAN: 0; the mean depth helps short runs).",
     "sync_batchnorm": "Synchronise BatchNorm statistics across replicas.",
@@ -259,7 +276,7 @@ _HELP = {
     "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
 }
 _FLOAT_LISTS = {"task_weights"}
-_INT_LISTS = {"hint_levels"}
+_INT_LISTS = {"hint_levels", "student_levels"}
 _DRY_RUN_HELP = "Build the model, print its summary and parameter counts, and exit."
 
 

@@ -83,9 +83,14 @@ def build_model(cfg: ExperimentConfig) -> tuple[Network, MultiTaskModel]:
   return network, MultiTaskModel(network, cfg)
 
 
+def make_optimizer(cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
+  if cfg.optimizer == "sgd":
+    return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9)
+  return keras.optimizers.Adam(cfg.learning_rate)
+
+
 def compile_model(model: MultiTaskModel, cfg: ExperimentConfig) -> None:
-  model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                jit_compile=cfg.jit_compile)
+  model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile)
 
 
 EVAL_OVERRIDES = ("eval_batch_size", "legacy_batch_size", "data_dir")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import keras
 from absl import app, flags, logging
@@ -22,6 +23,8 @@ from sdmtcnn_tf.models.build import count_params
 
 def dry_run(cfg: ExperimentConfig) -> dict:
   """Builds the model (no data needed), prints its summary and parameter counts."""
+  if cfg.teacher_dir:  # traditional_kd: the architecture does not need the trained weights
+    cfg = cfg.replace(teacher_dir="")
   network, _ = experiment.build_model(cfg)
   network.model.summary(print_fn=print, line_length=110)
   counts = {"teacher": count_params(network.teacher), "student": count_params(network.student),
@@ -50,6 +53,9 @@ def train(cfg: ExperimentConfig) -> dict:
   """Trains, saves weights, evaluates. Returns the final metrics dict."""
   if not cfg.model_dir:
     raise ValueError("--model_dir is required")
+  if cfg.method == "traditional_kd" and not cfg.teacher_dir:
+    raise ValueError("--teacher_dir is required with --method=traditional_kd: the run "
+                     "directory of a trained vanilla teacher")
   paths = experiment.RunPaths(cfg.model_dir)
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
@@ -96,7 +102,10 @@ def main(argv):
   if flags.FLAGS.dry_run:
     dry_run(cfg)
     return
-  metrics = train(cfg)
+  try:
+    metrics = train(cfg)
+  except (ValueError, FileNotFoundError, callbacks_lib.NonFiniteLossError) as e:
+    sys.exit(f"error: {e}")
   print(evaluate.format_table({"value": metrics}))
 
 

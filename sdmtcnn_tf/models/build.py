@@ -19,6 +19,7 @@ import os
 import keras
 from keras import layers
 
+from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models import heads, segnet, unet
 
@@ -55,9 +56,10 @@ def _encoder_decoders(image, cfg: ExperimentConfig, filters):
 
 def _student_outputs(features, cfg: ExperimentConfig, filters):
   channels = max(1, int(round(cfg.student_channels * cfg.width_multiplier)))
+  skips = [(level, features[f"enc{level}"]) for level in cfg.resolved_student_levels]
   return {spec.name: heads.student_head(features["encoded"], spec, channels, cfg.height,
                                         cfg.width, f"student_{spec.name}", cfg.sync_batchnorm,
-                                        _output_bias(cfg, spec.name))
+                                        _output_bias(cfg, spec.name), skips)
           for spec in cfg.task_specs}
 
 
@@ -125,8 +127,7 @@ def build_network(cfg: ExperimentConfig) -> Network:
 
 def _build_traditional_kd(image, cfg: ExperimentConfig, filters) -> Network:
   """Baseline-3: a trained vanilla teacher (frozen) and a separate student network."""
-  teacher_cfg = cfg.replace(method="vanilla", distill="none", full=False)
-  teacher_net = build_network(teacher_cfg).teacher
+  teacher_net = build_network(teacher_config(cfg)).teacher
   if cfg.teacher_dir:
     load_run_weights(teacher_net, cfg.teacher_dir, role="teacher")
   teacher_net.trainable = False
@@ -142,8 +143,26 @@ def _build_traditional_kd(image, cfg: ExperimentConfig, filters) -> Network:
                  frozen_teacher=True)
 
 
-def teacher_weights_path(run_dir: str) -> str:
-  return os.path.join(run_dir, "checkpoints", "teacher.weights.h5")
+def teacher_config(cfg: ExperimentConfig) -> ExperimentConfig:
+  """traditional_kd: the config of the trained teacher in --teacher_dir (checked against this
+  run's data settings), or, without --teacher_dir (dry runs), a vanilla network like cfg."""
+  if not cfg.teacher_dir:
+    return cfg.replace(method="vanilla", distill="none", full=False, student_levels=())
+  try:
+    trained = config_lib.load(cfg.teacher_dir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"--teacher_dir={cfg.teacher_dir}: {e}; train the vanilla "
+                            "teacher there first") from None
+  if trained.method != "vanilla":
+    raise ValueError(f"--teacher_dir={cfg.teacher_dir} holds a {trained.method} run; "
+                     "traditional_kd distils a trained vanilla (Baseline-1) teacher")
+  differ = [f"{f}: teacher {getattr(trained, f)!r} vs this run {getattr(cfg, f)!r}"
+            for f in ("tasks", "num_classes", "height", "width")
+            if getattr(trained, f) != getattr(cfg, f)]
+  if differ:
+    raise ValueError(f"--teacher_dir={cfg.teacher_dir} was trained on other data: "
+                     + "; ".join(differ))
+  return trained
 
 
 def load_run_weights(model: keras.Model, run_dir: str, role: str = "teacher") -> None:

@@ -36,18 +36,26 @@ def teacher_head(feature, spec: TaskSpec, name: str, output_bias: float = 0.0):
 
 
 def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int, name: str,
-                 sync_batchnorm: bool = False, output_bias: float = 0.0):
-  """Light student head on the encoded feature (RECON, METHOD.md "Student heads").
+                 sync_batchnorm: bool = False, output_bias: float = 0.0, skips=()):
+  """Light student head on the encoder (RECON, METHOD.md "Student heads").
 
-  Two conv-BN-ReLU with `channels` filters at 1/32 resolution, a 1x1 output conv, then bilinear
-  upsampling to (height, width).
+  Two conv-BN-ReLU with `channels` filters on `encoded` (1/32); then, for each (level, enc_l)
+  in `skips` (deepest first, levels 5, 4, ... contiguous), a top-down step: upsample 2x, add a
+  1x1 projection of enc_l, conv-BN-ReLU (the --full student reads the shallower encoder
+  features too). Finally a 1x1 output conv and bilinear upsampling to (height, width).
   Args:
     encoded: [B, H/32, W/32, C] encoder output.
+    skips: sequence of (level, [B, H/2^(level-1), W/2^(level-1), C_l]).
   Returns:
     float32 [B, height, width, spec.channels], activated like the teacher head.
   """
   x = L.conv_bn_relu(encoded, channels, f"{name}_1", sync_batchnorm)
   x = L.conv_bn_relu(x, channels, f"{name}_2", sync_batchnorm)
+  for level, skip in skips:
+    x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up{level}")(x)
+    lateral = layers.Conv2D(channels, 1, name=f"{name}_lateral{level}")(skip)
+    x = layers.Add(name=f"{name}_merge{level}")([x, lateral])
+    x = L.conv_bn_relu(x, channels, f"{name}_fuse{level}", sync_batchnorm)
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
                     bias_initializer=keras.initializers.Constant(output_bias), name=f"{name}_out")(x)
   x = L.ResizeBilinear(height, width, name=f"{name}_resize")(x)
