@@ -28,7 +28,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     self._epoch = epoch
 
   def on_train_batch_end(self, batch, logs=None):
-    bad = [name for name, value in (logs or {}).items()
+    logs = logs or {}
+    if "loss" in logs and math.isfinite(float(logs["loss"])):
+      return  # one host sync per step; the terms are only read when the total is bad
+    bad = [name for name, value in logs.items()
            if name.endswith("loss") and not math.isfinite(float(value))]
     if bad:
       self.model.stop_training = True

@@ -79,6 +79,7 @@ class ExperimentConfig:
   distribution: str = "default"
   mixed_precision: bool = False
   jit_compile: bool = False
+  validation_freq: int = 1  # validate every this many epochs (the last epoch always)
   backup_every_steps: int = 0  # 0 = back up at every epoch end
   verbose: int = 1
 
@@ -146,6 +147,7 @@ class ExperimentConfig:
     need(self.eval_batch_size % self.legacy_batch_size == 0, "eval_batch_size",
          f"a multiple of --legacy_batch_size={self.legacy_batch_size}", self.eval_batch_size)
     need(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+    need(self.validation_freq >= 1, "validation_freq", "at least 1", self.validation_freq)
     need(self.width_multiplier > 0, "width_multiplier", "> 0", self.width_multiplier)
     need(0.0 <= self.alpha <= 1.0, "alpha", "a value in [0, 1]", self.alpha)
     need(self.temperature > 0, "temperature", "> 0", self.temperature)
@@ -272,6 +274,7 @@ _HELP = {
     "distribution": "default (one device) | mirrored (MirroredStrategy over all local GPUs).",
     "mixed_precision": "mixed_float16 compute (GPU).",
     "jit_compile": "XLA-compile the train step (GPU; not with argmax unpooling).",
+    "validation_freq": "Validate every this many epochs during training.",
     "backup_every_steps": "BackupAndRestore frequency in steps; 0 = every epoch.",
     "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
 }
@@ -320,12 +323,13 @@ def from_flags(flag_values=flags.FLAGS) -> ExperimentConfig:
   return ExperimentConfig(**values).validate()
 
 
-def parse_flagfile(path: str, **overrides) -> ExperimentConfig:
-  """Reads a flagfile (relative paths inside it resolve from the working directory) into a
-  validated ExperimentConfig, then applies `overrides` (field=value)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"flagfile {path} does not exist")
+def parse_flagfile(*paths: str, **overrides) -> ExperimentConfig:
+  """Reads flagfiles, later ones overriding earlier ones (relative paths inside them resolve
+  from the working directory), into a validated ExperimentConfig, then applies `overrides`."""
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"flagfile {path} does not exist")
   values = flags.FlagValues()
   define_flags(values)
-  values(["parse_flagfile", f"--flagfile={path}"])
+  values(["parse_flagfile", *[f"--flagfile={path}" for path in paths]])
   return dataclasses.replace(from_flags(values), **overrides).validate()

@@ -34,15 +34,18 @@ def dry_run(cfg: ExperimentConfig) -> dict:
   return counts
 
 
+RESUME_MAY_CHANGE = ("epochs", "verbose", "validation_freq")
+
+
 def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
-  """A run directory belongs to one config; only --epochs/--verbose may change on resume."""
+  """A run directory belongs to one config; only RESUME_MAY_CHANGE may change on resume."""
   path = os.path.join(model_dir, config_lib.CONFIG_NAME)
   if not os.path.exists(path):
     return
   with open(path) as f:
     previous = json.load(f)
   current = cfg.to_json()
-  differ = sorted(k for k in current if k not in ("epochs", "verbose")
+  differ = sorted(k for k in current if k not in RESUME_MAY_CHANGE
                   and previous.get(k) != current[k])
   if differ:
     raise ValueError(f"--model_dir={model_dir} holds a run with a different config "
@@ -81,7 +84,9 @@ def train(cfg: ExperimentConfig) -> dict:
   ]
   model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch or None, callbacks=callbacks,
-            verbose=cfg.verbose, shuffle=False)
+            verbose=cfg.verbose, shuffle=False,
+            validation_freq=[e for e in range(1, cfg.epochs + 1)
+                             if e % cfg.validation_freq == 0 or e == cfg.epochs])
   callbacks_lib.save_weights_atomically(network.model, paths.model_weights)
   callbacks_lib.save_weights_atomically(network.teacher, paths.role_weights("teacher"))
   if network.student is not None:
