@@ -1,0 +1,76 @@
+"""Every flagfile parses, matches its name and builds its model (on a tiny input)."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+from sdmtcnn_tf import config as config_lib
+from sdmtcnn_tf.models.build import build_network, count_params
+
+CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs",
+                                                                             "*.flags")))
+EXPERIMENTS = [p for p in CONFIGS if not os.path.basename(p).startswith(("base_", "size_"))]
+PAPER = os.path.join(REPO, "..", "shared", "paper")
+
+
+def _expected(path: str) -> dict:
+  """What a name `<dataset>_<method>[_eq5|_eq6][_full][_unet].flags` promises."""
+  stem = os.path.basename(path)[:-len(".flags")]
+  dataset, rest = stem.split("_", 1)
+  if rest in ("smoke", "demo"):
+    return {"dataset": dataset, "method": "vanilla"}
+  parts = rest.split("_")
+  backbone = "unet" if parts[-1] == "unet" else "segnet"
+  parts = parts[:-1] if backbone == "unet" else parts
+  full = parts[-1] == "full"
+  parts = parts[:-1] if full else parts
+  distill = parts[-1] if parts[-1] in ("eq5", "eq6") else None
+  method = "_".join(parts[:-1] if distill else parts)
+  expected = {"dataset": dataset, "method": method, "backbone": backbone, "full": full}
+  if distill:
+    expected["distill"] = distill
+  return expected
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS)
+def test_flagfile_parses_matches_its_name_and_builds(path, monkeypatch):
+  monkeypatch.chdir(REPO)
+  cfg = config_lib.parse_flagfile(path)
+  for field, value in _expected(path).items():
+    assert getattr(cfg, field) == value, (path, field)
+  tiny = cfg.replace(height=64, width=64, width_multiplier=1 / 16, teacher_dir="")
+  network = build_network(tiny)
+  out = network.model(np.zeros((1, 64, 64, 3), np.float32))
+  assert {f"teacher_{t}" for t in cfg.tasks} <= set(out)
+  assert (network.student is not None) == cfg.has_student
+  assert count_params(network.teacher) > 0
+
+
+def test_every_paper_table_row_has_a_flagfile(monkeypatch):
+  monkeypatch.chdir(REPO)
+  rows = []
+  for name, dataset_of in (("table1_minitaskonomy_5task.csv", lambda r: "taskonomy"),
+                           ("table2_nyuv2_cityscapes_2task.csv", lambda r: r["dataset"])):
+    path = os.path.join(PAPER, name)
+    if not os.path.exists(path):
+      pytest.skip(f"{path} not available")
+    with open(path) as f:
+      lines = [line for line in f if not line.startswith("#")]
+    rows += [(dataset_of(r), r) for r in csv.DictReader(lines)]
+  assert len(rows) == 19 + 28
+  for dataset, row in rows:
+    method = row["method"].replace("sd_mtcnn_full", "sd_mtcnn")
+    full = row["method"] == "sd_mtcnn_full"
+    name = "_".join(p for p in [dataset, method, row["variant"], "full" if full else "",
+                                "unet" if row["backbone"] == "unet" else ""] if p)
+    assert os.path.exists(os.path.join("configs", name + ".flags")), (name, row)
+    cfg = config_lib.parse_flagfile(os.path.join("configs", name + ".flags"))
+    expected_tasks = 5 if dataset == "taskonomy" else 2
+    assert len(cfg.tasks) == expected_tasks
