@@ -1,6 +1,7 @@
 """`make demo`: synthetic data -> train -> evaluate -> export -> results table.
 
-Trains every config named by --configs (default: Baseline-1) on the built-in synthetic dataset
+Trains every config named by --configs (default: Baseline-1 and SD-MTCNN full) on the built-in
+synthetic dataset
 (generated on first use), exports the teacher (and student, when there is one) as SavedModels,
 reloads each export and checks it against the Keras model, and prints the validation metrics
 next to the constant predictor's.
@@ -15,15 +16,20 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from sdmtcnn_tf.logs import quiet_logs
+
 from sdmtcnn_tf import baselines, config as config_lib, evaluate, experiment, export, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "demo_out", "Where the data and the run directories go.")
-flags.DEFINE_list("configs", ["configs/synthetic_demo.flags"], "Flagfiles to train, in order.")
+flags.DEFINE_list("configs", ["configs/synthetic_demo.flags",
+                             "configs/synthetic_sd_mtcnn_eq5_full.flags"],
+                  "Flagfiles to train, in order (Baseline-1 and SD-MTCNN full by default).")
 
 
 def main(argv):
   del argv
+  quiet_logs()
   start = time.time()
   data_dir = os.path.join(FLAGS.out_dir, "data", "synthetic")
   columns, constant = {}, None

@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 from absl import app, flags
 
+from sdmtcnn_tf.logs import quiet_logs
+
 from sdmtcnn_tf import experiment
 from sdmtcnn_tf.config import ExperimentConfig
 
@@ -64,6 +66,7 @@ def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: in
 
 
 def main(argv):
+  quiet_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
