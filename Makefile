@@ -24,7 +24,7 @@ test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
-	$(PY) -m sdmtcnn_tf.bench
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m sdmtcnn_tf.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -22,7 +22,6 @@ import sys
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import flags
 from PIL import Image
 from tqdm import tqdm
@@ -384,19 +383,9 @@ class Result:
   error: Skipped | None = None
 
 
-def canonical_record(record: bytes) -> bytes:
-  """Re-serializes a tf.train.Example with its feature map sorted by key.
-
-  schema.encode_example serializes the feature map in hash-table order, which differs
-  between processes; sorting makes the shard bytes (and their SHA-256) independent of
-  --num_workers, so two conversions of the same source are byte-identical.
-  """
-  return tf.train.Example.FromString(record).SerializeToString(deterministic=True)
-
-
 def _guarded(convert: Callable[[Item], bytes], item: Item) -> Result:
   try:
-    return Result(item.key, record=canonical_record(convert(item)))
+    return Result(item.key, record=convert(item))
   except ConversionError as e:
     return Result(item.key, error=Skipped(e.path, e.reason))
   except schema.SchemaError as e:

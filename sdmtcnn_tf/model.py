@@ -144,7 +144,7 @@ class MultiTaskModel(keras.Model):
 
   # ---- steps --------------------------------------------------------------------------------
   def train_step(self, data):
-    image, labels = data
+    image, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape() as tape:
       outputs = self(image, training=True)
       values = self.compute_terms(labels, outputs)
@@ -158,7 +158,7 @@ class MultiTaskModel(keras.Model):
     return self._logs()
 
   def test_step(self, data):
-    image, labels = data
+    image, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     outputs = self(image, training=False)
     values = self.compute_terms(labels, outputs)
     self._track(values, self.weighted_total(values))

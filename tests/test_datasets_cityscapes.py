@@ -12,6 +12,7 @@ from PIL import Image
 from datasets import cityscapes
 from datasets import common
 from sdmtcnn_tf.data import schema
+from tests.records import read_split
 
 H, W = 16, 24          # MTAN fixture size
 SRC_H, SRC_W = 16, 32  # raw fixture size; converted to 8 x 16 (nearest picks odd pixels)
@@ -24,14 +25,6 @@ MINI_TABLE = [(0, 0, "void", True), (7, 1, "flat", False), (9, 1, "flat", True),
               (21, 4, "nature", False), (23, 5, "sky", False), (24, 6, "human", False),
               (26, 7, "vehicle", False), (-1, 7, "vehicle", True)]
 FIXTURE_IDS = np.array([0, 7, 9, 11, 17, 21, 23, 24, 26])
-
-
-def read_split(out_dir, split):
-  manifest = schema.read_manifest(out_dir)
-  ds = tf.data.TFRecordDataset(schema.shard_paths(out_dir, manifest, split)).map(
-      lambda r: schema.decode_example(r, manifest.height, manifest.width, manifest.tasks))
-  return {k.numpy().decode(): (img.numpy(), {t: v.numpy() for t, v in labels.items()})
-          for k, img, labels in ds}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from datasets import nyuv2
 from sdmtcnn_tf.data import schema
+from tests.records import read_split
 
 H, W = 16, 24
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,15 +46,6 @@ def write_tree(root, counts=(("train", 3), ("val", 2)), tasks_folders=("label", 
       arrays[f"{split}/{i:06d}"] = {"image": image, "label": label, "depth": depth,
                                     "normal": normal}
   return arrays
-
-
-def read_split(out_dir, split):
-  """key -> (image float [H, W, 3], labels) through schema.decode_example and tf.data."""
-  manifest = schema.read_manifest(out_dir)
-  ds = tf.data.TFRecordDataset(schema.shard_paths(out_dir, manifest, split)).map(
-      lambda r: schema.decode_example(r, manifest.height, manifest.width, manifest.tasks))
-  return {k.numpy().decode(): (img.numpy(), {t: v.numpy() for t, v in labels.items()})
-          for k, img, labels in ds}
 
 
 def convert(src, out, *extra):

@@ -12,6 +12,7 @@ from PIL import Image
 from datasets import common
 from datasets import taskonomy
 from sdmtcnn_tf.data import schema
+from tests.records import read_split
 
 S = 16      # source size (square, like Taskonomy's 512)
 OUT = 8     # converted size; nearest-neighbour then picks the odd source pixels
@@ -49,14 +50,6 @@ def write_tree(root, layout="building_task", buildings=("bA", "bB"), seed=0):
         Image.fromarray(value).save(os.path.join(dirs[role], name))
       arrays[f"{building}/{stem}"] = raw
   return arrays
-
-
-def read_split(out_dir, split):
-  manifest = schema.read_manifest(out_dir)
-  ds = tf.data.TFRecordDataset(schema.shard_paths(out_dir, manifest, split)).map(
-      lambda r: schema.decode_example(r, manifest.height, manifest.width, manifest.tasks))
-  return {k.numpy().decode(): (img.numpy(), {t: v.numpy() for t, v in labels.items()})
-          for k, img, labels in ds}
 
 
 def convert(src, out, *extra):
