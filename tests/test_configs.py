@@ -45,9 +45,9 @@ def test_flagfile_parses_matches_its_name_and_builds(path, monkeypatch):
   cfg = config_lib.parse_flagfile(path)
   for field, value in _expected(path).items():
     assert getattr(cfg, field) == value, (path, field)
-  tiny = cfg.replace(height=64, width=64, width_multiplier=1 / 16, teacher_dir="")
+  tiny = cfg.replace(height=32, width=32, width_multiplier=1 / 32, teacher_dir="")
   network = build_network(tiny)
-  out = network.model(np.zeros((1, 64, 64, 3), np.float32))
+  out = network.model(np.zeros((1, 32, 32, 3), np.float32))
   assert {f"teacher_{t}" for t in cfg.tasks} <= set(out)
   assert (network.student is not None) == cfg.has_student
   assert count_params(network.teacher) > 0
