@@ -12,8 +12,7 @@ from tests.test_distillation import _batch
 
 
 def test_mixed_precision_step_uses_loss_scaling_and_float32_outputs():
-  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, student_channels=16,
-                         num_classes=5, method="sd_mtcnn", distill="eq5",
+  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, num_classes=5,
                          mixed_precision=True).validate()
   distribute.set_precision(cfg)
   try:
