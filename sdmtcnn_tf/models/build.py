@@ -22,6 +22,7 @@ from keras import layers
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models import heads, segnet, unet
+from sdmtcnn_tf.rundir import RunPaths
 
 IMAGE_INPUT = "image"
 
@@ -167,7 +168,7 @@ def teacher_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def load_run_weights(model: keras.Model, run_dir: str, role: str = "teacher") -> None:
   """Loads the serving weights a training run saved for `role` (see train.py)."""
-  path = os.path.join(run_dir, "checkpoints", f"{role}.weights.h5")
+  path = RunPaths(run_dir).role_weights(role)
   if not os.path.exists(path):
     raise FileNotFoundError(f"--teacher_dir: {path} is missing; expected a finished vanilla "
                             "training run directory")
