@@ -79,6 +79,7 @@ class ExperimentConfig:
   distribution: str = "default"
   mixed_precision: bool = False
   jit_compile: bool = False
+  precise_bn_batches: int = 0  # > 0: re-estimate BatchNorm statistics after training
   validation_freq: int = 1  # validate every this many epochs (the last epoch always)
   backup_every_steps: int = 0  # 0 = back up at every epoch end
   verbose: int = 1
@@ -274,6 +275,8 @@ _HELP = {
     "distribution": "default (one device) | mirrored (MirroredStrategy over all local GPUs).",
     "mixed_precision": "mixed_float16 compute (GPU).",
     "jit_compile": "XLA-compile the train step (GPU; not with argmax unpooling).",
+    "precise_bn_batches": "After training, re-estimate BatchNorm moving statistics over this "
+                          "many training batches (0 = off, as MTAN).",
     "validation_freq": "Validate every this many epochs during training.",
     "backup_every_steps": "BackupAndRestore frequency in steps; 0 = every epoch.",
     "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",

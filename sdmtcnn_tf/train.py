@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 from sdmtcnn_tf import callbacks as callbacks_lib
 from sdmtcnn_tf import config as config_lib
-from sdmtcnn_tf import distribute, evaluate, experiment
+from sdmtcnn_tf import distribute, evaluate, experiment, precise_bn
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import count_params
 
@@ -87,6 +87,13 @@ def train(cfg: ExperimentConfig) -> dict:
             verbose=cfg.verbose, shuffle=False,
             validation_freq=[e for e in range(1, cfg.epochs + 1)
                              if e % cfg.validation_freq == 0 or e == cfg.epochs])
+  if cfg.precise_bn_batches:
+    if strategy.num_replicas_in_sync > 1:
+      logging.warning("--precise_bn_batches is skipped under %d replicas",
+                      strategy.num_replicas_in_sync)
+    else:
+      used = precise_bn.recalibrate(network.model, train_ds, cfg.precise_bn_batches)
+      logging.info("re-estimated BatchNorm statistics over %d training batches", used)
   callbacks_lib.save_weights_atomically(network.model, paths.model_weights)
   callbacks_lib.save_weights_atomically(network.teacher, paths.role_weights("teacher"))
   if network.student is not None:
