@@ -13,10 +13,14 @@ as inverse depth (0..~0.49 there), 0 = invalid. Stored as is (no resizing: the a
 
 --layout=raw: the official release, `leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`,
 `gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`, `disparity/<split>/<city>/<stem>_disparity.png`
-(2048 x 1024). Label ids 0..33 map to their category (cityscapesscripts.helpers.labels):
-flat, construction, object, nature, sky, human, vehicle = classes 0..6; void -> -1 (ignore);
-with --ignore_in_eval, labels flagged ignoreInEval (parking, rail track, guard rail, bridge,
-tunnel, polegroup, caravan, trailer) -> -1 too. Disparity PNG value p > 0 -> (p - 1) / 256
+(2048 x 1024; <stem> = <city>_<seq:06d>_<frame:06d>), each top folder directly under --src
+(the zips unpacked into one folder) or inside a folder named after its zip
+(`leftImg8bit_trainvaltest/leftImg8bit/...`, `gtFine_trainvaltest/gtFine/...`,
+`disparity_trainvaltest/disparity/...`). Label ids 0..33 map to their category
+(cityscapesscripts.helpers.labels): flat, construction, object, nature, sky, human,
+vehicle = classes 0..6; void -> -1 (ignore); with --ignore_in_eval, labels flagged
+ignoreInEval (parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer)
+-> -1 too. Disparity PNG value p > 0 -> (p - 1) / 256
 pixels at the source width, multiplied by width / source width (disparity scales with the
 image width), p = 0 -> 0 = invalid. Resized to --height x --width: image bilinear
 (Pillow, antialiased), labels and disparity nearest (no blending across classes or with
@@ -158,6 +162,13 @@ def disparity_pixels(png: np.ndarray, scale: float) -> np.ndarray:
   return np.where(png > 0, (png - 1.0) / 256.0 * scale, 0.0).astype(np.float32)
 
 
+def raw_root(src: str, role: str) -> str:
+  """`<src>/<type>`, or `<src>/<type>_trainvaltest/<type>` when only that exists."""
+  top = os.path.join(src, RAW_ROOT[role])
+  zipped = os.path.join(src, f"{RAW_ROOT[role]}_trainvaltest", RAW_ROOT[role])
+  return zipped if not os.path.isdir(top) and os.path.isdir(zipped) else top
+
+
 def list_raw_split(src: str, split: str, tasks) -> tuple:
   """Items of one split of the official layout, keyed "<split>/<city>_<seq>_<frame>".
 
@@ -166,7 +177,7 @@ def list_raw_split(src: str, split: str, tasks) -> tuple:
   roles = ("image",) + tuple(tasks)
   files = {role: {} for role in roles}
   for role in roles:
-    root = common.require_dir(os.path.join(src, RAW_ROOT[role], split),
+    root = common.require_dir(os.path.join(raw_root(src, role), split),
                               f"{RAW_ROOT[role]} of split {split!r}")
     cities = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     for city in cities:
@@ -175,8 +186,8 @@ def list_raw_split(src: str, split: str, tasks) -> tuple:
           files[role][name[:-len(RAW_SUFFIX[role])]] = os.path.join(root, city, name)
 
   def expected(role, stem):
-    city = stem.split("_")[0]
-    return os.path.join(src, RAW_ROOT[role], split, city, stem + RAW_SUFFIX[role])
+    city = stem.rsplit("_", 2)[0]  # <city>_<seq>_<frame>
+    return os.path.join(raw_root(src, role), split, city, stem + RAW_SUFFIX[role])
 
   matched, problems = common.pair_up(files, expected)
   return [common.Item(f"{split}/{stem}", paths) for stem, paths in matched], problems

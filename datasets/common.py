@@ -37,6 +37,7 @@ class ConversionError(Exception):
   """Bad input: names the offending file (or folder) and what was wrong with it."""
 
   def __init__(self, path: str, reason: str):
+    reason = " ".join(str(reason).split())  # one line, whatever the wrapped error printed
     super().__init__(f"{path}: {reason}")
     self.path = path
     self.reason = reason
@@ -78,7 +79,8 @@ def define_common_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 = about one per 128 MiB of "
                        "records (never more shards than examples).", flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "Redo the conversion even if out_dir already holds a "
-                    "complete one (or one made from other parameters).", flag_values=fv)
+                    "complete one, one made from other parameters, or a corrupt "
+                    "manifest.json (without it these stop with an error).", flag_values=fv)
   flags.DEFINE_bool("skip_bad", False, "Skip unreadable or invalid examples instead of "
                     "stopping; each is listed (path + reason) in manifest extra['skipped'].",
                     flag_values=fv)
@@ -487,16 +489,21 @@ def existing_conversion(out_dir: str, params: Mapping[str, object], overwrite: b
   """True if out_dir already holds a complete conversion made with `params`.
 
   Raises:
-    ConversionError if it holds a complete conversion with other parameters and not
-    `overwrite` (so a typo never silently replaces a dataset).
+    ConversionError if it holds a complete conversion with other parameters, or a
+    manifest.json that cannot be read, and not `overwrite` (so a typo or a damaged folder never
+    silently replaces a dataset).
   """
   path = os.path.join(out_dir, schema.MANIFEST_NAME)
   if overwrite or not os.path.exists(path):
     return False
   try:
     manifest = schema.read_manifest(out_dir)
-  except (schema.SchemaError, ValueError, KeyError, TypeError):
-    return False  # a broken manifest: convert again
+    if not isinstance(manifest.extra, Mapping):
+      raise schema.SchemaError(f"'extra' must be an object, got {type(manifest.extra).__name__}")
+  except (schema.SchemaError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+    detail = str(e).replace(path, "").strip(" :") or type(e).__name__
+    raise ConversionError(path, f"corrupt manifest ({detail}); pass --overwrite to convert "
+                                "again into this folder or choose another --out_dir") from e
   complete = all(os.path.exists(os.path.join(out_dir, s.file))
                  for shards in manifest.splits.values() for s in shards)
   if not complete:

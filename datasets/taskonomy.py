@@ -4,11 +4,18 @@
       (--train_buildings=a,b --val_buildings=c | --split_file=splits.csv) \
       [--tasks=semseg,depth,normals,keypoints,edges] [--height=256 --width=256]
 
-Source layout: `<src>/<building>/<folder>/` (--layout=building_task) or the official
-`<src>/<folder>/<building>/` (--layout=task_building); --layout=auto picks task_building when
-`<src>/rgb` is a folder. Folders: rgb, segment_semantic, depth_zbuffer, normal, keypoints2d,
-edge_texture. Files of one view share the stem before `_domain_`
-(`point_0_view_0_domain_rgb.png` <-> `point_0_view_0_domain_segment_semantic.png`).
+Source layouts (--layout; auto picks omnidata when `<src>/rgb/taskonomy` is a folder, else
+task_building when `<src>/rgb` is a folder, else building_task):
+  building_task   `<src>/<building>/<folder>/` (each `<building>_<folder>.tar` of the release
+                  extracted into `<src>/<building>/`)
+  task_building   `<src>/<folder>/<building>/` (Standley et al.'s taskgrouping loader)
+  omnidata        `<src>/<folder>/taskonomy/<building>/` (`omnitools.download ...
+                  --components taskonomy --dest <src>`)
+Folders: rgb, segment_semantic, depth_zbuffer, normal, keypoints2d, edge_texture. Files are
+`point_<p>_view_<v>_domain_<suffix>.png`, the suffix equal to the folder name except for the
+semantic labels: `segment_semantic/point_0_view_0_domain_segmentsemantic.png` (folder with an
+underscore, file suffix without) <-> `rgb/point_0_view_0_domain_rgb.png`. Files of one view
+share the stem before `_domain_`.
 
 Decoding (the stored values, per task):
   rgb               8-bit RGB PNG; resized bilinear (Pillow, antialiased).
@@ -44,6 +51,10 @@ DATASET = "taskonomy"
 FOLDERS = {"image": "rgb", tasks_lib.SEMSEG: "segment_semantic",
            tasks_lib.DEPTH: "depth_zbuffer", tasks_lib.NORMALS: "normal",
            tasks_lib.KEYPOINTS: "keypoints2d", tasks_lib.EDGES: "edge_texture"}
+# File suffix after "_domain_" where it differs from the folder name (the release's own naming).
+SUFFIXES = {"segment_semantic": "segmentsemantic"}
+LAYOUTS = ("building_task", "task_building", "omnidata")
+OMNIDATA_COMPONENT = "taskonomy"  # omnitools.download puts files in <domain>/taskonomy/<building>
 DEPTH_ROLE = "depth_mask"  # the depth_zbuffer file read only to mask normals
 NUM_SOURCE_LABELS = 18  # segment_semantic values 0..17
 # Taskonomy label 1 is "background"; labels 2..17 are 16 COCO-derived object classes whose
@@ -58,8 +69,8 @@ def build_flags() -> flags.FlagValues:
   common.define_common_flags(fv)
   flags.DEFINE_string("tasks", "semseg,depth,normals,keypoints,edges", "Tasks to store.",
                       flag_values=fv)
-  flags.DEFINE_enum("layout", "auto", ["auto", "building_task", "task_building"],
-                    "Folder order under --src.", flag_values=fv)
+  flags.DEFINE_enum("layout", "auto", ["auto", *LAYOUTS], "Folder order under --src "
+                    "(see the module docstring).", flag_values=fv)
   flags.DEFINE_string("train_buildings", "", "Comma list of training buildings.",
                       flag_values=fv)
   flags.DEFINE_string("val_buildings", "", "Comma list of validation buildings.",
@@ -133,7 +144,23 @@ def building_splits(fv: flags.FlagValues) -> dict:
 def resolve_layout(src: str, layout: str) -> str:
   if layout != "auto":
     return layout
-  return "task_building" if os.path.isdir(os.path.join(src, FOLDERS["image"])) else "building_task"
+  rgb = os.path.join(src, FOLDERS["image"])
+  if os.path.isdir(os.path.join(rgb, OMNIDATA_COMPONENT)):
+    return "omnidata"
+  return "task_building" if os.path.isdir(rgb) else "building_task"
+
+
+def file_name(folder: str, stem: str) -> str:
+  """The release's name of view `stem` in `folder`: "<stem>_domain_<suffix>.png"."""
+  return f"{stem}_domain_{SUFFIXES.get(folder, folder)}.png"
+
+
+def building_dir(src: str, layout: str, folder: str, building: str) -> str:
+  if layout == "building_task":
+    return os.path.join(src, building, folder)
+  if layout == "omnidata":
+    return os.path.join(src, folder, OMNIDATA_COMPONENT, building)
+  return os.path.join(src, folder, building)
 
 
 def role_folders(tasks, mask_normals: bool) -> dict:
@@ -147,18 +174,28 @@ def role_folders(tasks, mask_normals: bool) -> dict:
 def list_building(src: str, layout: str, split: str, building: str, roles: dict,
                   max_views: int) -> tuple:
   """Items of one building keyed "<split>/<building>/<stem>"; (items, problems)."""
-  dirs = {}
+  dirs = {role: common.require_dir(building_dir(src, layout, folder, building),
+                                   f"{folder} of building {building!r}")
+          for role, folder in roles.items()}
+  files, misnamed = {}, {}
   for role, folder in roles.items():
-    parts = (building, folder) if layout == "building_task" else (folder, building)
-    dirs[role] = common.require_dir(os.path.join(src, *parts),
-                                    f"{folder} of building {building!r}")
-  files = {}
-  for role, folder in roles.items():
-    suffix = f"_domain_{folder}.png"
-    files[role] = {n[:-len(suffix)]: os.path.join(dirs[role], n)
-                   for n in os.listdir(dirs[role]) if n.endswith(suffix)}
-  matched, problems = common.pair_up(
-      files, lambda role, stem: os.path.join(dirs[role], f"{stem}_domain_{roles[role]}.png"))
+    suffix = file_name(folder, "")
+    wrong = f"_domain_{folder}.png"  # segment_semantic: the name the release does not use
+    files[role] = {}
+    for n in os.listdir(dirs[role]):
+      if n.endswith(suffix):
+        files[role][n[:-len(suffix)]] = os.path.join(dirs[role], n)
+      elif wrong != suffix and n.endswith(wrong):
+        misnamed[(role, n[:-len(wrong)])] = n
+
+  def expected(role, stem):
+    path = os.path.join(dirs[role], file_name(roles[role], stem))
+    if (role, stem) in misnamed:
+      path += (f" (found {misnamed[role, stem]}: the Taskonomy release names these files "
+               f"*{file_name(roles[role], '')})")
+    return path
+
+  matched, problems = common.pair_up(files, expected)
   if max_views > 0:
     matched = matched[:max_views]
   items = [common.Item(f"{split}/{building}/{stem}", paths) for stem, paths in matched]

@@ -94,23 +94,39 @@ def label_table(monkeypatch):
     return MINI_TABLE
 
 
-def write_raw(root, seed=0):
-  """leftImg8bit / gtFine labelIds / disparity PNGs for 2 train (2 cities) + 1 val images."""
+# The official names (mcordts/cityscapesScripts README, "Dataset Structure"):
+# {root}/{type}/{split}/{city}/{city}_{seq:0>6}_{frame:0>6}_{type}{ext}; written out here, not
+# taken from the converter.
+RAW_TYPES = {"image": ("leftImg8bit", "_leftImg8bit.png"),
+             "semseg": ("gtFine", "_gtFine_labelIds.png"),
+             "depth": ("disparity", "_disparity.png")}
+
+
+def write_raw(root, seed=0, zip_folders=False):
+  """leftImg8bit / gtFine labelIds / disparity PNGs for 2 train (2 cities) + 1 val images.
+
+  zip_folders: put each type under a folder named after its zip
+  (`leftImg8bit_trainvaltest/leftImg8bit/...`) instead of directly under `root`.
+  """
   rng = np.random.default_rng(seed)
   arrays = {}
   for split, city, frame in (("train", "aachen", 19), ("train", "bremen", 5), ("val", "lindau", 7)):
     stem = f"{city}_000000_{frame:06d}"
-    folders = {role: os.path.join(root, cityscapes.RAW_ROOT[role], split, city)
-               for role in cityscapes.RAW_ROOT}
+    top = lambda t: os.path.join(root, f"{t}_trainvaltest", t) if zip_folders else os.path.join(
+        root, t)
+    folders = {role: os.path.join(top(t), split, city) for role, (t, _) in RAW_TYPES.items()}
     for d in folders.values():
       os.makedirs(d, exist_ok=True)
     image = rng.integers(0, 256, (SRC_H, SRC_W, 3), dtype=np.uint8)
     ids = rng.choice(FIXTURE_IDS, (SRC_H, SRC_W)).astype(np.uint8)
     disparity = rng.integers(0, 30000, (SRC_H, SRC_W)).astype(np.uint16)
     disparity[0, :] = 0
-    Image.fromarray(image).save(os.path.join(folders["image"], stem + "_leftImg8bit.png"))
-    Image.fromarray(ids).save(os.path.join(folders["semseg"], stem + "_gtFine_labelIds.png"))
-    Image.fromarray(disparity).save(os.path.join(folders["depth"], stem + "_disparity.png"))
+    for role, value in (("image", image), ("semseg", ids), ("depth", disparity)):
+      Image.fromarray(value).save(os.path.join(folders[role], stem + RAW_TYPES[role][1]))
+    # Other files of the release beside them are ignored.
+    Image.fromarray(ids).save(os.path.join(folders["semseg"], stem + "_gtFine_labelTrainIds.png"))
+    with open(os.path.join(folders["semseg"], stem + "_gtFine_polygons.json"), "w") as f:
+      f.write("{}")
     arrays[f"{split}/{stem}"] = (image, ids, disparity)
   return arrays
 
@@ -155,6 +171,15 @@ def test_raw_layout_roundtrip(tmp_path, label_table):
     d = disparity[1::2, 1::2].astype(np.float64)
     expected = np.where(d > 0, (d - 1) / 256 * (OUT_W / SRC_W), 0)
     np.testing.assert_allclose(labels["depth"][..., 0], expected, rtol=1e-6)
+
+
+def test_raw_layout_in_zip_named_folders(tmp_path, label_table):
+  src, out = str(tmp_path / "src"), str(tmp_path / "out")
+  arrays = write_raw(src, zip_folders=True)
+  assert raw_convert(src, out) == 0
+  records = {**read_split(out, "train"), **read_split(out, "val")}
+  assert sorted(records) == sorted(arrays) == [
+      "train/aachen_000000_000019", "train/bremen_000000_000005", "val/lindau_000000_000007"]
 
 
 def _break_raw(src, case):

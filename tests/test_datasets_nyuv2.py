@@ -115,6 +115,26 @@ def test_rerun_is_idempotent_and_overwrite_replaces(tree, tmp_path, capsys):
   assert schema.read_manifest(out).num_examples("train") == 3
 
 
+@pytest.mark.parametrize("content", [b"", b"\x00\xff garbage", b'{"dataset": "nyuv2"}',
+                                     b'["not", "an", "object"]'])
+def test_corrupt_manifest_stops_naming_it_unless_overwrite(tree, tmp_path, capsys, content):
+  src, _ = tree
+  out = str(tmp_path / "out")
+  assert convert(src, out) == 0
+  path = os.path.join(out, schema.MANIFEST_NAME)
+  with open(path, "wb") as f:
+    f.write(content)
+  capsys.readouterr()
+  assert convert(src, out) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {path}: corrupt manifest") and err.count("\n") == 1, err
+  assert "--overwrite" in err
+  with open(path, "rb") as f:
+    assert f.read() == content  # nothing touched
+  assert convert(src, out, "--overwrite") == 0
+  assert schema.read_manifest(out).num_examples("train") == 3
+
+
 def test_worker_pool_writes_the_same_bytes(tree, tmp_path):
   src, _ = tree
   one, two = str(tmp_path / "one"), str(tmp_path / "two")

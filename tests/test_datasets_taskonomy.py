@@ -14,26 +14,49 @@ from datasets import taskonomy
 from sdmtcnn_tf.data import schema
 from tests.records import read_split
 
+# The release's folder and file names, written out (not taken from the converter) so the
+# fixtures cannot drift with it: StanfordVL/taskonomy's sample building
+# (alexsax/taskonomy-sample-model-1) holds e.g. rgb/point_0_view_0_domain_rgb.png and
+# segment_semantic/point_0_view_0_domain_segmentsemantic.png (folder with an underscore, file
+# suffix without).
+REAL_NAMES = {"image": ("rgb", "rgb"), "semseg": ("segment_semantic", "segmentsemantic"),
+              "depth": ("depth_zbuffer", "depth_zbuffer"), "normals": ("normal", "normal"),
+              "keypoints": ("keypoints2d", "keypoints2d"),
+              "edges": ("edge_texture", "edge_texture")}
 S = 16      # source size (square, like Taskonomy's 512)
 OUT = 8     # converted size; nearest-neighbour then picks the odd source pixels
 VIEWS = ("point_0_view_0", "point_2_view_1", "point_10_view_0")
 
 
+def folder_path(root, layout, building, folder):
+  parts = {"building_task": (building, folder), "task_building": (folder, building),
+           "omnidata": (folder, "taskonomy", building)}[layout]
+  return os.path.join(root, *parts)
+
+
+def real_path(root, layout, building, role, stem):
+  folder, suffix = REAL_NAMES[role]
+  return os.path.join(folder_path(root, layout, building, folder),
+                      f"{stem}_domain_{suffix}.png")
+
+
 def view_files(root, layout, building):
-  def folder(name):
-    parts = (building, name) if layout == "building_task" else (name, building)
-    path = os.path.join(root, *parts)
-    os.makedirs(path, exist_ok=True)
-    return path
-  return {role: folder(name) for role, name in taskonomy.FOLDERS.items()}
+  dirs = {role: folder_path(root, layout, building, folder)
+          for role, (folder, _) in REAL_NAMES.items()}
+  for d in dirs.values():
+    os.makedirs(d, exist_ok=True)
+  return dirs
 
 
 def write_tree(root, layout="building_task", buildings=("bA", "bB"), seed=0):
-  """Writes every task folder of every building; returns raw arrays by example key suffix."""
+  """Writes every task folder of every building with the release's file names.
+
+  Returns raw arrays by example key suffix ("<building>/<stem>").
+  """
   rng = np.random.default_rng(seed)
   arrays = {}
   for building in buildings:
-    dirs = view_files(root, layout, building)
+    view_files(root, layout, building)
     for stem in VIEWS:
       raw = {
           "image": rng.integers(0, 256, (S, S, 3), dtype=np.uint8),
@@ -46,8 +69,7 @@ def write_tree(root, layout="building_task", buildings=("bA", "bB"), seed=0):
       raw["depth"][1, :6] = 65535                     # missing depth
       raw["normals"][3, :4] = 128                      # grey fill: decodes to ~0 -> invalid
       for role, value in raw.items():
-        name = f"{stem}_domain_{taskonomy.FOLDERS[role]}.png"
-        Image.fromarray(value).save(os.path.join(dirs[role], name))
+        Image.fromarray(value).save(real_path(root, layout, building, role, stem))
       arrays[f"{building}/{stem}"] = raw
   return arrays
 
@@ -143,8 +165,7 @@ def test_split_flags_are_checked(tree, tmp_path, capsys):
 def _break(src, case):
   """Damages building bB (val); returns the path the error must name."""
   def path(role, stem="point_2_view_1"):
-    return os.path.join(src, "bB", taskonomy.FOLDERS[role],
-                        f"{stem}_domain_{taskonomy.FOLDERS[role]}.png")
+    return real_path(src, "building_task", "bB", role, stem)
   if case == "missing_folder":
     folder = os.path.join(src, "bB", "edge_texture")
     for n in os.listdir(folder):
@@ -186,8 +207,7 @@ def test_skip_bad_never_substitutes(tree, tmp_path):
   src, _ = tree
   partner = _break(src, "missing_partner")
   corrupt = _break(src, "corrupt")  # the same view: listed once, for its missing partner
-  label = os.path.join(src, "bA", "segment_semantic",
-                       "point_10_view_0_domain_segment_semantic.png")
+  label = real_path(src, "building_task", "bA", "semseg", "point_10_view_0")
   Image.fromarray(np.full((S, S), 30, np.uint8)).save(label)
   out = str(tmp_path / "out")
   assert convert(src, out, "--train_buildings=bA", "--val_buildings=bB", "--skip_bad") == 0
@@ -198,3 +218,68 @@ def test_skip_bad_never_substitutes(tree, tmp_path):
   assert corrupt not in skipped
   assert sorted(read_split(out, "train")) == ["train/bA/point_0_view_0", "train/bA/point_2_view_1"]
   assert sorted(read_split(out, "val")) == ["val/bB/point_0_view_0", "val/bB/point_10_view_0"]
+
+
+def test_omnidata_download_layout_is_detected(tmp_path):
+  """`omnitools.download ... --components taskonomy --dest <src>`: <folder>/taskonomy/<building>."""
+  src = str(tmp_path / "src")
+  arrays = write_tree(src, layout="omnidata")
+  assert os.path.isfile(os.path.join(src, "segment_semantic", "taskonomy", "bA",
+                                     "point_0_view_0_domain_segmentsemantic.png"))
+  out = str(tmp_path / "out")
+  assert convert(src, out, "--train_buildings=bA", "--val_buildings=bB") == 0
+  manifest = schema.read_manifest(out)
+  assert manifest.extra["params"]["layout"] == "omnidata"
+  assert manifest.num_examples("train") == 3 and manifest.num_examples("val") == 3
+  _, labels = read_split(out, "val")["val/bB/point_10_view_0"]
+  want = expected_labels(arrays["bB/point_10_view_0"])
+  np.testing.assert_array_equal(labels["semseg"], want["semseg"])
+  np.testing.assert_allclose(labels["depth"], want["depth"], rtol=1e-6)
+
+
+def test_explicit_layout_that_does_not_match_names_the_missing_folder(tmp_path, capsys):
+  src = str(tmp_path / "src")
+  write_tree(src, layout="omnidata")
+  out = str(tmp_path / "out")
+  assert convert(src, out, "--train_buildings=bA", "--val_buildings=bB",
+                 "--layout=task_building") == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: ")
+  assert os.path.join(src, "rgb", "bA") in err
+
+
+def test_old_wrong_semseg_name_is_reported_naming_the_expected_file(tree, tmp_path, capsys):
+  """`..._domain_segment_semantic.png` is not the release's name: stop, name the right one."""
+  src, _ = tree
+  right = real_path(src, "building_task", "bB", "semseg", "point_2_view_1")
+  wrong = right.replace("_domain_segmentsemantic.png", "_domain_segment_semantic.png")
+  os.rename(right, wrong)
+  out = str(tmp_path / "out")
+  assert convert(src, out, "--train_buildings=bA", "--val_buildings=bB") == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: "), err
+  assert f"missing {right}" in err, err
+  assert os.path.basename(wrong) in err and "*_domain_segmentsemantic.png" in err
+  # The image whose partner is missing is the file named first.
+  assert err.startswith("error: " + real_path(src, "building_task", "bB", "image",
+                                              "point_2_view_1"))
+  assert not os.path.exists(os.path.join(out, schema.MANIFEST_NAME))
+
+
+def test_corrupt_manifest_stops_unless_overwrite(tree, tmp_path, capsys):
+  src, _ = tree
+  out = str(tmp_path / "out")
+  args = ("--train_buildings=bA", "--val_buildings=bB", "--tasks=semseg,depth")
+  assert convert(src, out, *args) == 0
+  manifest_path = os.path.join(out, schema.MANIFEST_NAME)
+  with open(manifest_path, "w") as f:
+    f.write('{"dataset": "taskonomy", "height": ')  # truncated
+  capsys.readouterr()
+  assert convert(src, out, *args) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith(f"error: {manifest_path}: corrupt manifest")
+  assert "--overwrite" in err
+  with open(manifest_path) as f:  # left as it was
+    assert f.read() == '{"dataset": "taskonomy", "height": '
+  assert convert(src, out, *args, "--overwrite") == 0
+  assert schema.read_manifest(out).num_examples("val") == 3

@@ -266,3 +266,37 @@ def test_cli_rejects_unknown_flag(tmp_path):
   assert result.returncode != 0
   assert "num_trian" in result.stderr
   assert not os.listdir(tmp_path)
+
+
+_IMPORT_ORDERS = {
+    "cli_module_first": "import datasets.synthetic\n"
+                        "from sdmtcnn_tf import config\n"
+                        "config.define_flags()\n",
+    "config_first": "from sdmtcnn_tf import config\n"
+                    "config.define_flags()\n"
+                    "import datasets.synthetic\n",
+}
+
+
+@pytest.mark.parametrize("order", sorted(_IMPORT_ORDERS))
+def test_cli_module_defines_no_flags_at_import(order):
+  """absl FLAGS is global, so each order runs in a fresh process; no DuplicateFlagError."""
+  code = (_IMPORT_ORDERS[order]
+          + "import datasets.common, datasets.nyuv2, datasets.cityscapes, datasets.taskonomy\n"
+          + "import datasets.mtan_npy, datasets.verify\n"
+          + "from absl import flags\n"
+          + "assert 'num_train' not in flags.FLAGS, 'datasets.synthetic defined flags at import'\n"
+          + "print('ok')\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "ok"
+
+
+def test_cli_help_lists_the_flags():
+  result = _cli("--help")
+  # absl's --help exits 1 after printing the usage (its convention, unchanged here).
+  assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+  for flag in ("--out_dir", "--num_train", "--num_val", "--height", "--width", "--seed",
+               "--tasks", "--num_shards"):
+    assert flag in result.stdout, result.stdout
