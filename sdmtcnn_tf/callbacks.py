@@ -1,15 +1,23 @@
-"""Training callbacks: non-finite loss guard and the per-epoch weights checkpoint."""
+"""Training callbacks: non-finite loss guard, the per-epoch weights checkpoint, the resumable
+backup and history.csv (every file written atomically, see atomic.py)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import os
 
 import keras
+from absl import logging
+
+from sdmtcnn_tf import atomic
+from sdmtcnn_tf.rundir import RunDirectoryError, RunPaths
 
 
 class NonFiniteLossError(RuntimeError):
-  """A loss term became NaN or infinite."""
+  """A loss term became NaN or infinite, or the total loss exceeded --max_loss."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -19,25 +27,48 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
   and checkpoint are kept. The error names the epoch, the step and the offending term(s).
   """
 
-  def __init__(self, checkpoint_hint: str = ""):
+  def __init__(self, checkpoint_hint: str = "", max_loss: float = math.inf):
     super().__init__()
     self.checkpoint_hint = checkpoint_hint
+    self.max_loss = max_loss  # a finite total above this means the run diverged (--max_loss)
     self._epoch = 0
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
 
+  def _kept(self) -> str:
+    """What a rerun can start from, checked at the error (`checkpoint_hint`: a string, or a
+    callable returning the state files that exist now, see `existing_files`)."""
+    if not callable(self.checkpoint_hint):
+      return f"the last good checkpoint is kept{self.checkpoint_hint}"
+    kept = self.checkpoint_hint()
+    if not kept:
+      return "no backup or checkpoint had been written yet (a rerun starts over)"
+    return f"the last good state is kept in {' and '.join(kept)}"
+
   def on_train_batch_end(self, batch, logs=None):
     logs = logs or {}
-    if "loss" in logs and math.isfinite(float(logs["loss"])):
+    total = float(logs["loss"]) if "loss" in logs else math.nan
+    if math.isfinite(total) and total <= self.max_loss:
       return  # one host sync per step; the terms are only read when the total is bad
+    if math.isfinite(total):
+      self.model.stop_training = True
+      raise NonFiniteLossError(
+          f"loss {total:.3g} exceeds --max_loss={self.max_loss:g} at epoch {self._epoch + 1}, "
+          f"step {batch + 1}: training diverged (lower --learning_rate?); training stopped, "
+          f"{self._kept()}")
     bad = [name for name, value in logs.items()
            if name.endswith("loss") and not math.isfinite(float(value))]
     if bad:
       self.model.stop_training = True
       raise NonFiniteLossError(
           f"non-finite loss at epoch {self._epoch + 1}, step {batch + 1}: {', '.join(bad)}; "
-          f"training stopped, the last good checkpoint is kept{self.checkpoint_hint}")
+          f"training stopped, {self._kept()}")
+
+
+def existing_files(*paths: str):
+  """A callable listing those of `paths` that exist when it is called."""
+  return lambda: [p for p in paths if os.path.exists(p)]
 
 
 class SaveNetworkWeights(keras.callbacks.Callback):
@@ -49,16 +80,165 @@ class SaveNetworkWeights(keras.callbacks.Callback):
     self.path = path
 
   def on_epoch_end(self, epoch, logs=None):
-    save_weights_atomically(self.network_model, self.path)
+    save_weights_atomically(self.network_model, self.path, epoch=epoch + 1)
 
 
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path[:-len(".weights.h5")] + ".tmp.weights.h5"
-  model.save_weights(tmp)
-  os.replace(tmp, path)
+def save_weights_atomically(model: keras.Model, path: str, epoch: int | None = None) -> None:
+  """Writes `path` atomically; `epoch` (epochs finished) is stored as its HDF5 attr `epoch`, so
+  a run whose backups are lost can resume from it (ResumableBackup)."""
+  atomic.save_weights(model, path, label="checkpoint",
+                      attrs=None if epoch is None else {"epoch": int(epoch)})
 
 
-def halving_schedule(base_rate: float, every_epochs: int):
-  """Epoch -> learning rate, halved every `every_epochs` epochs (MTAN's StepLR(100, 0.5))."""
-  return lambda epoch: base_rate * (0.5 ** (epoch // max(1, every_epochs)))
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+  """keras BackupAndRestore that survives a kill at any instant, a full disk and a bad file.
+
+  Keras writes backup/latest.weights.h5 in place and its epoch in a second file: a kill inside
+  the write left a torn HDF5 that stopped every rerun. Here each backup is ONE file written
+  atomically (atomic.save_weights), its position stored inside it (HDF5 attrs `epoch`,
+  `batch`), and the one before it is kept as previous.weights.h5. At the start the run resumes
+  from the first readable of latest, previous and the per-epoch checkpoint
+  (checkpoints/model.weights.h5: weights only, the optimizer state restarts), with one warning
+  naming each unreadable file. training_metadata.json is still written, after the weights, for
+  tools that read it. List it after the callbacks that write history and checkpoints: the
+  backup is the commit point of an epoch.
+  """
+
+  def __init__(self, paths: RunPaths, checkpoint_model: keras.Model, save_freq="epoch"):
+    super().__init__(paths.backup, save_freq=save_freq, delete_checkpoint=False)
+    self._weights_path = paths.backup_latest
+    self._previous_path = paths.backup_previous
+    self._checkpoint_path = paths.model_weights
+    self._checkpoint_model = checkpoint_model
+
+  def on_train_begin(self, logs=None):
+    if not self.model.built:
+      return super().on_train_begin(logs)  # raises Keras' "must be built" error
+    optimizer = self.model.optimizer
+    if optimizer is not None and not optimizer.built:
+      optimizer.build(self.model.trainable_variables)  # its state is part of the backup
+    unreadable = []
+    for path in (self._weights_path, self._previous_path):
+      if not os.path.exists(path):
+        continue
+      try:
+        epoch = self._epoch_of(path)
+        self.model.load_weights(path)
+      except Exception as e:  # torn or foreign file: try the next one
+        unreadable.append(_describe(path, e))
+        continue
+      if unreadable:
+        logging.warning("resuming from %s (epoch %d): unreadable %s", path, epoch + 1,
+                        "; ".join(unreadable))
+      self.model._initial_epoch = epoch
+      return
+    if not os.path.exists(self._checkpoint_path):
+      if unreadable:
+        raise RunDirectoryError(f"cannot resume: unreadable {'; '.join(unreadable)} and no "
+                                f"{self._checkpoint_path}; delete {self.backup_dir} to start over")
+      return  # a new run
+    try:
+      epoch = atomic.read_attrs(self._checkpoint_path).get("epoch")
+      if epoch is None:
+        raise ValueError("it records no epoch")
+      self._checkpoint_model.load_weights(self._checkpoint_path)
+    except Exception as e:
+      unreadable.append(_describe(self._checkpoint_path, e))
+      raise RunDirectoryError(
+          f"cannot resume: unreadable {'; '.join(unreadable)}; delete {self.backup_dir} and "
+          f"{self._checkpoint_path} to start over") from e
+    steps = self.params.get("steps") if self.params else None
+    if optimizer is not None and steps:
+      optimizer.iterations.assign(int(epoch) * int(steps))  # the step-based schedule goes on
+    logging.warning("resuming from %s (epoch %d, weights only: the optimizer state restarts): %s",
+                    self._checkpoint_path, int(epoch) + 1,
+                    f"unreadable {'; '.join(unreadable)}" if unreadable
+                    else f"no backup in {self.backup_dir}")
+    self.model._initial_epoch = int(epoch)
+
+  def _epoch_of(self, path: str) -> int:
+    epoch = atomic.read_attrs(path).get("epoch")
+    if epoch is None and path == self._weights_path:  # written by keras' own BackupAndRestore
+      with open(self._training_metadata_path) as f:
+        epoch = json.load(f)["epoch"]
+    if epoch is None:
+      raise ValueError("it records no epoch")
+    return int(epoch)
+
+  def _save_model(self):
+    position = {"epoch": int(self._current_epoch), "batch": int(self._last_batch_seen)}
+    atomic.save_weights(self.model, self._weights_path, label="backup", attrs=position,
+                        previous=self._previous_path)
+    atomic.write_json(self._training_metadata_path, position, label="backup_metadata")
+
+
+def _describe(path: str, error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  return f"{path} ({type(error).__name__}{': ' + lines[0] if lines else ''})"
+
+
+class EpochHistory(keras.callbacks.Callback):
+  """results/history.csv: one row per epoch (keras CSVLogger's format), each epoch once.
+
+  The whole file is rewritten atomically at every epoch end. The first epoch a (resumed) fit
+  runs drops the rows of that epoch and later ones (written before a kill, after the backup
+  the run resumed from). List it after the callbacks that add to the epoch logs.
+  """
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path = path
+    self._rows = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self._rows is None:
+      self._rows = [row for row in self._read() if row["epoch"] < epoch]
+
+  def on_epoch_end(self, epoch, logs=None):
+    row = {"epoch": epoch}
+    for key, value in (logs or {}).items():
+      try:
+        row[key] = value if isinstance(value, str) else float(value)
+      except (TypeError, ValueError):
+        row[key] = str(value)
+    self._rows = [r for r in self._rows or [] if r["epoch"] != epoch] + [row]
+    keys = sorted({k for r in self._rows for k in r} - {"epoch"})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["epoch"] + keys, restval="NA", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(self._rows)
+    atomic.write_text(self.path, text.getvalue(), label="history")
+
+  def on_train_end(self, logs=None):
+    self._rows = None  # a later fit re-reads the file
+
+  def _read(self) -> list:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path, newline="") as f:
+      rows = list(csv.DictReader(f))
+    kept = []
+    for row in rows:
+      try:
+        row["epoch"] = int(row["epoch"])
+      except (KeyError, TypeError, ValueError):
+        continue
+      kept.append({k: v for k, v in row.items() if k is not None})
+    return kept
+
+
+class LogLearningRate(keras.callbacks.Callback):
+  """Adds `learning_rate` to the epoch logs: the optimizer's rate (a schedule of its step count,
+  see experiment.learning_rate) as the epoch began, i.e. the rate its steps used. List it before
+  CSVLogger and TensorBoard."""
+
+  def __init__(self):
+    super().__init__()
+    self._rate = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None and self._rate is not None:
+      logs["learning_rate"] = self._rate

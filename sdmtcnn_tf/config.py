@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from absl import flags
@@ -41,10 +42,11 @@ class ExperimentConfig:
   epochs: int = 100
   steps_per_epoch: int = 0  # 0 = one pass over the training split
   learning_rate: float = 1e-4
-  lr_decay_epochs: int = 100  # halve the rate every this many epochs (MTAN: 100)
+  lr_decay_epochs: int = 100  # halve the rate every this many epochs (MTAN: 100); 0 = never
   task_weights: tuple = ()  # empty = 1.0 for every task
   optimizer: str = "adam"
   seed: int = 0
+  data_seed: int = 0  # seed of the generated synthetic dataset (not the training seed)
   deterministic: bool = False
   augment: bool = False
   shuffle_buffer: int = 256
@@ -82,6 +84,7 @@ class ExperimentConfig:
   precise_bn_batches: int = 0  # > 0: re-estimate BatchNorm statistics after training
   validation_freq: int = 1  # validate every this many epochs (the last epoch always)
   backup_every_steps: int = 0  # 0 = back up at every epoch end
+  max_loss: float = 1e6  # stop when the total loss exceeds this (divergence), as on NaN
   verbose: int = 1
 
   # ---- derived values ---------------------------------------------------------------------
@@ -127,7 +130,10 @@ class ExperimentConfig:
     def need(cond, flag, expected, got):
       if not cond:
         raise ValueError(f"--{flag}: expected {expected}, got {got!r}")
-    tasks_lib.task_specs(self.tasks, self.num_classes)
+    try:
+      tasks_lib.task_specs(self.tasks, self.num_classes)
+    except ValueError as e:
+      raise ValueError(f"--tasks: {e}") from None
     need(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
     need(self.method in METHODS, "method", f"one of {METHODS}", self.method)
     need(self.distill in DISTILLS, "distill", f"one of {DISTILLS}", self.distill)
@@ -148,7 +154,34 @@ class ExperimentConfig:
     need(self.eval_batch_size % self.legacy_batch_size == 0, "eval_batch_size",
          f"a multiple of --legacy_batch_size={self.legacy_batch_size}", self.eval_batch_size)
     need(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+    need(self.steps_per_epoch >= 0, "steps_per_epoch", ">= 0 (0 = one pass)",
+         self.steps_per_epoch)
+    need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+         "a finite value > 0", self.learning_rate)
+    need(math.isfinite(self.max_loss) and self.max_loss > 0, "max_loss", "a finite value > 0",
+         self.max_loss)
+    need(self.seed >= 0, "seed", ">= 0", self.seed)
+    need(self.data_seed >= 0, "data_seed", ">= 0", self.data_seed)
+    need(self.shuffle_buffer >= 1, "shuffle_buffer", "at least 1", self.shuffle_buffer)
+    need(self.student_channels >= 1, "student_channels", "at least 1", self.student_channels)
+    need(self.hint_weight >= 0, "hint_weight", ">= 0", self.hint_weight)
+    need(self.precise_bn_batches >= 0, "precise_bn_batches", ">= 0", self.precise_bn_batches)
+    need(self.backup_every_steps >= 0, "backup_every_steps", ">= 0 (0 = every epoch)",
+         self.backup_every_steps)
+    need(self.synthetic_num_train >= 1, "synthetic_num_train", "at least 1",
+         self.synthetic_num_train)
+    need(self.synthetic_num_val >= 1, "synthetic_num_val", "at least 1", self.synthetic_num_val)
+    need(self.verbose in (0, 1, 2), "verbose", "0, 1 or 2", self.verbose)
+    need(all(w >= 0 and math.isfinite(w) for w in self.task_weights), "task_weights",
+         "finite values >= 0", self.task_weights)
+    for flag in ("tasks", "hint_levels", "teaching_tasks", "student_levels"):
+      values = list(getattr(self, flag))
+      repeated = sorted({str(v) for v in values if values.count(v) > 1})
+      need(not repeated, flag, "each entry once", f"{','.join(map(str, values))} "
+           f"(repeated: {','.join(repeated)})")
     need(self.validation_freq >= 1, "validation_freq", "at least 1", self.validation_freq)
+    need(self.lr_decay_epochs >= 0, "lr_decay_epochs", ">= 0 (0 = never decay)",
+         self.lr_decay_epochs)
     need(self.width_multiplier > 0, "width_multiplier", "> 0", self.width_multiplier)
     need(0.0 <= self.alpha <= 1.0, "alpha", "a value in [0, 1]", self.alpha)
     need(self.temperature > 0, "temperature", "> 0", self.temperature)
@@ -212,11 +245,10 @@ def to_flags_text(cfg: ExperimentConfig) -> str:
 
 def save(cfg: ExperimentConfig, model_dir: str) -> None:
   """Writes config.json and flags.txt (the resolved flags) into model_dir."""
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, CONFIG_NAME), "w") as f:
-    json.dump(cfg.to_json(), f, indent=2, sort_keys=True)
-  with open(os.path.join(model_dir, "flags.txt"), "w") as f:
-    f.write(to_flags_text(cfg))
+  from sdmtcnn_tf import atomic  # each file atomically: a killed run never leaves half a config
+  atomic.write_json(os.path.join(model_dir, CONFIG_NAME), cfg.to_json(), label="config",
+                    indent=2, sort_keys=True)
+  atomic.write_text(os.path.join(model_dir, "flags.txt"), to_flags_text(cfg), label="config")
 
 
 def load(model_dir: str) -> ExperimentConfig:
@@ -242,9 +274,13 @@ _HELP = {
     "steps_per_epoch": "Steps per epoch; 0 = one pass over the training split.",
     "learning_rate": "Learning rate.",
     "optimizer": "adam (MTAN's) | sgd (momentum 0.9).",
-    "lr_decay_epochs": "Halve the learning rate every this many epochs.",
+    "lr_decay_epochs": "Halve the learning rate every this many epochs (MTAN: StepLR(100, "
+                       "0.5)); 0 = never decay. The schedule counts optimizer steps, which the "
+                       "backup saves, so a resumed run continues it.",
     "task_weights": "Comma list of loss weights, one per --tasks entry (default all 1).",
-    "seed": "Random seed (weights, shuffling, augmentation, synthetic data).",
+    "seed": "Random seed (weights, shuffling, augmentation).",
+    "data_seed": "Seed of the generated synthetic dataset (--dataset=synthetic); a seed sweep "
+                 "varies --seed only and shares one --data_dir.",
     "deterministic": "Deterministic input pipeline and TF ops (slower).",
     "augment": "Random scale-crop and horizontal flip (MTAN protocol; off in the paper).",
     "shuffle_buffer": "Shuffle buffer of the training pipeline (examples).",
@@ -279,6 +315,7 @@ _HELP = {
                           "many training batches (0 = off, as MTAN).",
     "validation_freq": "Validate every this many epochs during training.",
     "backup_every_steps": "BackupAndRestore frequency in steps; 0 = every epoch.",
+    "max_loss": "Stop training (as on NaN) when the total loss exceeds this: the run diverged.",
     "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
 }
 _FLOAT_LISTS = {"task_weights"}
@@ -336,3 +373,39 @@ def parse_flagfile(*paths: str, **overrides) -> ExperimentConfig:
   define_flags(values)
   values(["parse_flagfile", *[f"--flagfile={path}" for path in paths]])
   return dataclasses.replace(from_flags(values), **overrides).validate()
+
+
+# Fields that define the trained network or the data it expects: a flag given to `evaluate` or
+# `export` (typically through the training flagfile) must agree with the run's config.json.
+MODEL_FIELDS = ("dataset", "tasks", "num_classes", "height", "width", "method", "distill",
+                "full", "backbone", "decoder", "width_multiplier", "student_channels",
+                "student_levels", "hint_levels", "teaching_tasks", "adaptation", "two_way")
+
+
+def run_overrides(flag_values, model_dir: str, settable: tuple) -> dict:
+  """Reads the flags given to a command that works on a trained run (evaluate, export).
+
+  A user passes the training flagfile to every command, so every ExperimentConfig flag is
+  accepted: the `settable` ones that were given override the run's config (returned as a
+  dict); a given MODEL_FIELDS flag that disagrees with the run's config.json is an error
+  naming both values; training-only flags (epochs, learning rate, ...) are read and ignored.
+  """
+  saved = load(model_dir)
+  given = {f.name for f in dataclasses.fields(ExperimentConfig)
+           if flag_values[f.name].present and f.name != "model_dir"}
+  if not given:
+    return {}
+  parsed = from_flags(flag_values)
+  overrides = {name: getattr(parsed, name) for name in settable if name in given}
+  differ = [f"--{name}={_as_flag_value(getattr(parsed, name))} but the run was trained with "
+            f"{_as_flag_value(getattr(saved, name))}"
+            for name in MODEL_FIELDS
+            if name in given and getattr(parsed, name) != getattr(saved, name)]
+  if differ:
+    raise ValueError(f"the flags disagree with {os.path.join(model_dir, CONFIG_NAME)}: "
+                     + "; ".join(differ) + " (is it the flagfile this run was trained with?)")
+  return overrides
+
+
+def _as_flag_value(value) -> str:
+  return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)

@@ -48,7 +48,7 @@ def main(argv):
     for role in ("teacher", "student"):
       if not any(k.startswith(f"{role}_") and not k.endswith("_loss") for k in metrics):
         continue
-      path = export.run(model_dir, role=role)
+      path = export.run(model_dir, role=role, overwrite=True)  # a rerun refreshes its exports
       _check_export(path, cfg, model_dir, role)
       print(f"exported the {role} to {path}")
       columns[f"{name}:{role[0].upper()}"] = {k[len(role) + 1:]: v for k, v in metrics.items()

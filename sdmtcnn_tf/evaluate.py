@@ -10,15 +10,15 @@ validation image at label resolution with keys gt_<task> and <role>_<task>:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from sdmtcnn_tf import experiment
+from sdmtcnn_tf import atomic, cli, experiment, rundir
+from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 
 
@@ -30,10 +30,8 @@ def evaluate_model(cfg: ExperimentConfig, model, manifest) -> dict:
 
 
 def write_metrics(metrics: dict, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   clean = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
-  with open(path, "w") as f:
-    json.dump(clean, f, indent=2, sort_keys=True)
+  atomic.write_json(path, clean, label="metrics", indent=2, sort_keys=True)
 
 
 def save_predictions(cfg: ExperimentConfig, model, manifest, out_dir: str) -> int:
@@ -83,32 +81,30 @@ def format_table(rows: dict) -> str:
 def run(model_dir: str, predictions_dir: str = "", **overrides) -> dict:
   """Evaluates the run in `model_dir`; `overrides`: see experiment.EVAL_OVERRIDES."""
   cfg, _, model = experiment.load_trained(model_dir, **overrides)
-  manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
-  experiment.compile_model(model, cfg)
-  metrics = evaluate_model(cfg, model, manifest)
-  write_metrics(metrics, experiment.RunPaths(model_dir).metrics_json)
-  if predictions_dir:
-    save_predictions(cfg, model, manifest, predictions_dir)
+  # it writes results/metrics.json: refused while a training run holds the directory
+  with rundir.locked(model_dir, "sdmtcnn_tf.evaluate"):
+    manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
+    experiment.compile_model(model, cfg)
+    metrics = evaluate_model(cfg, model, manifest)
+    write_metrics(metrics, experiment.RunPaths(model_dir).metrics_json)
+    if predictions_dir:
+      save_predictions(cfg, model, manifest, predictions_dir)
   return metrics
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_no_arguments(argv)
   FLAGS = flags.FLAGS
   if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required")
-  overrides = {name: FLAGS[name].value for name in experiment.EVAL_OVERRIDES
-               if FLAGS[name].present}
+    raise ValueError("--model_dir is required: the run directory written by sdmtcnn_tf.train")
+  overrides = config_lib.run_overrides(FLAGS, FLAGS.model_dir, experiment.EVAL_OVERRIDES)
   metrics = run(FLAGS.model_dir, FLAGS.save_predictions, **overrides)
   print(format_table({"value": metrics}))
   print(f"wrote {experiment.RunPaths(FLAGS.model_dir).metrics_json}")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("model_dir", "", "Run directory written by sdmtcnn_tf.train.")
+  # Every training flag is accepted (the training flagfile works here), see run_overrides.
+  config_lib.define_flags()
   flags.DEFINE_string("save_predictions", "", "Folder for one .npz per validation image.")
-  flags.DEFINE_integer("eval_batch_size", 2, "Evaluation batch size (default: the run's).")
-  flags.DEFINE_integer("legacy_batch_size", 2, "Legacy metrics' batch size (default: the run's).")
-  flags.DEFINE_string("data_dir", "", "Evaluate on this dataset folder (default: the run's).")
-  app.run(main)
+  cli.run(main)

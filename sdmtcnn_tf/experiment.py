@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
 
+from sdmtcnn_tf import atomic
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.data import pipeline, schema
 from sdmtcnn_tf.model import MultiTaskModel
-from sdmtcnn_tf.models.build import Network, build_network
+from sdmtcnn_tf.models.build import Network, build_network, check_teacher
 from sdmtcnn_tf.rundir import RunPaths
 
 TRAIN_SPLIT = "train"
@@ -27,7 +29,7 @@ def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
   if cfg.dataset == "synthetic":
     from sdmtcnn_tf.data import synthetic
     synthetic.ensure_dataset(cfg.data_dir, cfg.synthetic_num_train, cfg.synthetic_num_val,
-                             cfg.height, cfg.width, seed=cfg.seed)
+                             cfg.height, cfg.width, seed=cfg.data_seed)
   elif not os.path.isdir(cfg.data_dir):
     raise FileNotFoundError(f"--data_dir={cfg.data_dir} does not exist; convert the "
                             f"{cfg.dataset} dataset first (python -m datasets.{cfg.dataset})")
@@ -35,20 +37,113 @@ def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
                                 cfg.num_classes)
 
 
-def build_model(cfg: ExperimentConfig) -> tuple[Network, MultiTaskModel]:
-  """Builds the network and its training wrapper (call inside the strategy scope)."""
-  network = build_network(cfg)
+def check_against_data(cfg: ExperimentConfig, train_manifest: schema.Manifest) -> None:
+  """Checks the values that depend on the data's size (the training split drops its last
+  incomplete batch, so a batch larger than the split would train no step)."""
+  size = train_manifest.num_examples(TRAIN_SPLIT)
+  if cfg.batch_size > size:
+    raise ValueError(f"--batch_size={cfg.batch_size} exceeds the {size} training examples of "
+                     f"{cfg.data_dir}/{schema.MANIFEST_NAME}; expected at most {size}")
+
+
+def build_model(cfg: ExperimentConfig, teacher_cfg: ExperimentConfig | None = None
+                ) -> tuple[Network, MultiTaskModel]:
+  """Builds the network and its training wrapper (call inside the strategy scope).
+  traditional_kd: `teacher_cfg` as from teacher_config (None: a vanilla teacher like cfg)."""
+  network = build_network(cfg, teacher_cfg)
   return network, MultiTaskModel(network, cfg)
 
 
-def make_optimizer(cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
+def steps_per_epoch(cfg: ExperimentConfig, train_manifest: schema.Manifest) -> int:
+  """Optimizer steps per training epoch: --steps_per_epoch, or one pass over the training
+  split with its last incomplete batch dropped (as the training pipeline batches it)."""
+  return cfg.steps_per_epoch or pipeline.steps_per_epoch(train_manifest, TRAIN_SPLIT,
+                                                         cfg.batch_size)
+
+
+def learning_rate(cfg: ExperimentConfig, steps_per_epoch: int):
+  """--learning_rate halved every --lr_decay_epochs epochs (MTAN's StepLR(100, 0.5)), as a
+  schedule of the optimizer's step count: the backup saves that count with the optimizer, so a
+  resumed run continues the schedule. Constant when --lr_decay_epochs=0, or when the steps per
+  epoch are unknown (0: a model compiled only to be evaluated)."""
+  if cfg.lr_decay_epochs == 0 or steps_per_epoch <= 0:
+    return cfg.learning_rate
+  return keras.optimizers.schedules.ExponentialDecay(
+      cfg.learning_rate, decay_steps=cfg.lr_decay_epochs * steps_per_epoch, decay_rate=0.5,
+      staircase=True)
+
+
+def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int = 0) -> keras.optimizers.Optimizer:
+  """`steps_per_epoch` (see steps_per_epoch()) places the rate's decay; 0 = --steps_per_epoch,
+  and when that is 0 too the rate stays constant."""
+  rate = learning_rate(cfg, steps_per_epoch or cfg.steps_per_epoch)
   if cfg.optimizer == "sgd":
-    return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9)
-  return keras.optimizers.Adam(cfg.learning_rate)
+    return keras.optimizers.SGD(rate, momentum=0.9)
+  return keras.optimizers.Adam(rate)
 
 
-def compile_model(model: MultiTaskModel, cfg: ExperimentConfig) -> None:
-  model.compile(optimizer=make_optimizer(cfg), jit_compile=cfg.jit_compile)
+def compile_model(model: MultiTaskModel, cfg: ExperimentConfig, steps_per_epoch: int = 0) -> None:
+  model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=cfg.jit_compile)
+
+
+def resolve_teacher(cfg: ExperimentConfig) -> ExperimentConfig:
+  """traditional_kd, first training start: the config of the trained vanilla teacher in
+  --teacher_dir, checked against this run's data settings."""
+  try:
+    trained = config_lib.load(cfg.teacher_dir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"--teacher_dir={cfg.teacher_dir}: {e}; train the vanilla "
+                            "teacher there first") from None
+  check_teacher(trained, cfg, source=f"--teacher_dir={cfg.teacher_dir}")
+  return trained
+
+
+def record_teacher(cfg: ExperimentConfig) -> ExperimentConfig:
+  """traditional_kd, training start: the first start copies the teacher's config into the run
+  directory (RunPaths.teacher_config); later starts read that copy, so the teacher run may
+  have moved or been deleted by then. Returns the teacher's config."""
+  path = RunPaths(cfg.model_dir).teacher_config
+  if os.path.exists(path):
+    return teacher_config(cfg)
+  trained = resolve_teacher(cfg)
+  atomic.write_json(path, trained.to_json(), label="teacher_config", indent=2, sort_keys=True)
+  return trained
+
+
+def teacher_config(cfg: ExperimentConfig, model_dir: str = "") -> ExperimentConfig | None:
+  """The frozen teacher's config that the traditional_kd run `cfg` recorded in its own
+  directory (model_dir, default cfg.model_dir); None for the other methods. Runs recorded
+  before that copy existed fall back to their --teacher_dir."""
+  if cfg.method != "traditional_kd":
+    return None
+  model_dir = model_dir or cfg.model_dir
+  path = RunPaths(model_dir).teacher_config
+  if not os.path.exists(path):
+    if cfg.teacher_dir and os.path.isdir(cfg.teacher_dir):
+      return resolve_teacher(cfg)
+    raise FileNotFoundError(f"{path} is missing: the traditional_kd run in {model_dir!r} has "
+                            "not started training")
+  with open(path) as f:
+    trained = ExperimentConfig.from_json(json.load(f))
+  check_teacher(trained, cfg, source=path)
+  return trained
+
+
+def has_training_state(model_dir: str) -> bool:
+  """Whether training resumes from the run's own files (callbacks.ResumableBackup: the backup,
+  the previous backup, or else the per-epoch checkpoint) rather than starting anew."""
+  paths = RunPaths(model_dir)
+  return any(os.path.exists(p) for p in (paths.backup_latest, paths.backup_previous,
+                                         paths.model_weights))
+
+
+def load_run_weights(model: keras.Model, run_dir: str, role: str = "teacher") -> None:
+  """Loads the serving weights a training run saved for `role` (see train.py)."""
+  path = RunPaths(run_dir).role_weights(role)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--teacher_dir: {path} is missing; expected a finished vanilla "
+                            "training run directory")
+  model.load_weights(path)
 
 
 EVAL_OVERRIDES = ("eval_batch_size", "legacy_batch_size", "data_dir")
@@ -67,8 +162,12 @@ def load_trained(model_dir: str, **overrides):
   if not os.path.exists(paths.model_weights):
     raise FileNotFoundError(f"{paths.model_weights} is missing: the run in {model_dir!r} has "
                             "not finished an epoch yet")
-  network, model = build_model(cfg)
-  network.model.load_weights(paths.model_weights)
+  network, model = build_model(cfg, teacher_config(cfg, model_dir))
+  try:
+    network.model.load_weights(paths.model_weights)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{paths.model_weights} cannot be loaded into the network of "
+                     f"{os.path.join(model_dir, config_lib.CONFIG_NAME)} ({e})") from e
   return cfg, network, model
 
 

@@ -1,7 +1,9 @@
 """SavedModel export for TF Serving:
-`python -m sdmtcnn_tf.export --model_dir=... --export_dir=... [--role=teacher|student] [--version=1]`.
+`python -m sdmtcnn_tf.export --model_dir=... --export_dir=... [--role=teacher|student] [--version=1]
+[--overwrite]`.
 
-Writes `<export_dir>/<version>/` (a TF Serving model base path is `<export_dir>`). The
+Writes `<export_dir>/<version>/` (a TF Serving model base path is `<export_dir>`: one per role)
+atomically, and refuses an existing version unless --overwrite. The
 `serving_default` signature takes `image`: uint8 [B, H, W, 3] RGB at the training size and
 returns float32 `semseg_logits` [B, H, W, C], int32 `semseg_labels` [B, H, W], float32 `depth`
 [B, H, W] (metres or disparity, as the training data), `normals` [B, H, W, 3] (unit vectors),
@@ -12,15 +14,15 @@ holds only the encoder and the student heads.
 from __future__ import annotations
 
 import os
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
-from sdmtcnn_tf.logs import quiet_logs
-
-from sdmtcnn_tf import experiment
+from sdmtcnn_tf import atomic, cli, experiment, rundir
+from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 
 SIGNATURE = "serving_default"
@@ -65,8 +67,17 @@ def check_agreement(served: dict, direct: dict, where: str) -> None:
                            f"difference {median:.2e}, {fraction:.2%} of elements within 0.05)")
 
 
-def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str) -> str:
-  """Exports `role_model` (image float [0,1] -> {task: output}) as a SavedModel at `path`."""
+def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
+                overwrite: bool = False) -> str:
+  """Exports `role_model` (image float [0,1] -> {task: output}) as a SavedModel at `path`.
+
+  An existing `path` (a served version) is refused unless `overwrite`. The SavedModel is
+  written to a hidden temp folder beside it and renamed into place, so a killed or failed
+  export never leaves half a version for TF Serving to load.
+  """
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"{path} already exists (an exported version); pass --overwrite to "
+                          "replace it, or choose another --version or --export_dir")
   archive = keras.export.ExportArchive()
   archive.track(role_model)
 
@@ -77,34 +88,57 @@ def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str) -> st
     return serving_outputs(outputs)
 
   archive.add_endpoint(SIGNATURE, serve)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  archive.write_out(path, verbose=False)
+  _write_in_place_of(archive, path)
   return path
 
 
-def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: int = 1) -> str:
+def _write_in_place_of(archive, path: str) -> None:
+  parent, name = os.path.split(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp, old = os.path.join(parent, f".{name}.tmp"), os.path.join(parent, f".{name}.old")
+  for leftover in (tmp, old):  # of an export killed earlier
+    shutil.rmtree(leftover, ignore_errors=True)
+  try:
+    archive.write_out(tmp, verbose=False)
+  except Exception as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if atomic.is_disk_full(e):
+      raise atomic.disk_full_error(path, 0) from e
+    raise
+  if os.path.exists(path):
+    os.replace(path, old)
+  os.replace(tmp, path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: int = 1,
+        overwrite: bool = False) -> str:
   cfg, network, _ = experiment.load_trained(model_dir)
   role_model = network.teacher if role == "teacher" else network.student
   if role_model is None:
     raise ValueError(f"--role={role}: the {cfg.method} model has no {role}")
   base = export_dir or experiment.RunPaths(model_dir).export(role)
-  return export_role(role_model, cfg, os.path.join(base, str(version)))
+  if export_dir:
+    return export_role(role_model, cfg, os.path.join(base, str(version)), overwrite)
+  with rundir.locked(model_dir, "sdmtcnn_tf.export"):  # it writes into the run directory
+    return export_role(role_model, cfg, os.path.join(base, str(version)), overwrite)
 
 
 def main(argv):
-  quiet_logs()
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.check_no_arguments(argv)
   FLAGS = flags.FLAGS
   if not FLAGS.model_dir:
-    raise app.UsageError("--model_dir is required")
-  path = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version)
+    raise ValueError("--model_dir is required: the run directory written by sdmtcnn_tf.train")
+  config_lib.run_overrides(FLAGS, FLAGS.model_dir, settable=())  # checks a given flagfile
+  path = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version, FLAGS.overwrite)
   print(f"exported the {FLAGS.role} to {path}")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("model_dir", "", "Run directory written by sdmtcnn_tf.train.")
+  # Every training flag is accepted (the training flagfile works here), see run_overrides.
+  config_lib.define_flags()
   flags.DEFINE_string("export_dir", "", "TF Serving base path; default <model_dir>/export/<role>.")
   flags.DEFINE_enum("role", "teacher", ["teacher", "student"], "Which network to export.")
   flags.DEFINE_integer("version", 1, "Model version sub-directory.")
-  app.run(main)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing <export_dir>/<version>.")
+  cli.run(main)

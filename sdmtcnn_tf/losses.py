@@ -6,7 +6,8 @@ over all replicas, which makes each term the exact mean over the global batch wh
 number of replicas (a per-replica masked mean would weight replicas equally instead).
 
 Shapes: labels semseg int32 [B, H, W] (-1 ignore); depth [B, H, W, 1] (0 invalid); normals
-[B, H, W, 3] (all-zero invalid); keypoints/edges [B, H, W, 1]. Predictions [B, H, W, C] float32.
+[B, H, W, 3] (all-zero invalid); keypoints/edges [B, H, W, 1]. Predictions [B, H, W, C] float32
+(float64 under a float64 dtype policy: masks and counts take the prediction's dtype).
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.tasks import TaskSpec
 
 
-def valid_mask(spec: TaskSpec, label):
-  """float32 [B, H, W, 1] mask of the pixels a task's loss and metrics use."""
+def valid_mask(spec: TaskSpec, label, dtype="float32"):
+  """[B, H, W, 1] mask (of `dtype`, the prediction's) of the pixels a task's loss and metrics
+  use."""
   if spec.name == tasks_lib.SEMSEG:
-    return ops.expand_dims(ops.cast(label >= 0, "float32"), -1)
+    return ops.expand_dims(ops.cast(label >= 0, dtype), -1)
   if spec.name in (tasks_lib.DEPTH, tasks_lib.NORMALS):
-    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), "float32")
-  return ops.ones_like(label[..., :1], dtype="float32")
+    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
+  return ops.ones_like(label[..., :1], dtype=dtype)
 
 
 def semseg_cross_entropy(label, logits):
   """Cross-entropy over pixels with label >= 0. label [B,H,W] int, logits [B,H,W,C]."""
-  mask = ops.cast(label >= 0, "float32")
+  mask = ops.cast(label >= 0, logits.dtype)
   safe = ops.maximum(label, 0)
   log_probs = ops.log_softmax(logits, axis=-1)
   picked = ops.take_along_axis(log_probs, ops.expand_dims(safe, -1), axis=-1)[..., 0]
@@ -37,13 +39,14 @@ def semseg_cross_entropy(label, logits):
 
 def masked_l1(label, pred, mask):
   """Sum of |pred - label| over masked pixels (all channels), and the masked pixel count x C."""
-  channels = ops.cast(ops.shape(pred)[-1], "float32")
+  channels = ops.cast(ops.shape(pred)[-1], pred.dtype)
+  label = ops.cast(label, pred.dtype)  # float32 labels, float64 predictions under float64
   return ops.sum(ops.abs(pred - label) * mask), ops.sum(mask) * channels
 
 
 def normals_cosine(label, pred, mask):
   """1 - <pred, label> summed over valid pixels (MTAN's normal loss), and their count."""
-  dot = ops.sum(pred * label, axis=-1, keepdims=True)
+  dot = ops.sum(pred * ops.cast(label, pred.dtype), axis=-1, keepdims=True)
   return ops.sum((1.0 - dot) * mask), ops.sum(mask)
 
 
@@ -51,7 +54,7 @@ def task_loss(spec: TaskSpec, label, pred):
   """Eq. 1 for one task -> (sum, count)."""
   if spec.name == tasks_lib.SEMSEG:
     return semseg_cross_entropy(label, pred)
-  mask = valid_mask(spec, label)
+  mask = valid_mask(spec, label, pred.dtype)
   if spec.name == tasks_lib.NORMALS:
     return normals_cosine(label, pred, mask)
   return masked_l1(label, pred, mask)
@@ -62,7 +65,7 @@ def semseg_kd(label, student_logits, teacher_logits, temperature: float):
 
   The caller passes `teacher_logits` through stop_gradient (or not, under --two_way).
   """
-  mask = ops.cast(label >= 0, "float32")
+  mask = ops.cast(label >= 0, student_logits.dtype)
   log_q_t = ops.log_softmax(teacher_logits / temperature, axis=-1)
   log_q_s = ops.log_softmax(student_logits / temperature, axis=-1)
   kl = ops.sum(ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)
@@ -71,7 +74,7 @@ def semseg_kd(label, student_logits, teacher_logits, temperature: float):
 
 def regression_kd(spec: TaskSpec, label, student, teacher):
   """Eq. 5 for a regression task: mean |S - T| over the task's valid pixels."""
-  return masked_l1(teacher, student, valid_mask(spec, label))
+  return masked_l1(teacher, student, valid_mask(spec, label, student.dtype))
 
 
 def distillation_output_term(spec: TaskSpec, label, student, teacher, temperature: float):
@@ -84,4 +87,4 @@ def distillation_output_term(spec: TaskSpec, label, student, teacher, temperatur
 def feature_hint(student_feature, teacher_feature):
   """Eq. 6 term: squared error between adapted encoder and decoder features, per element."""
   diff = student_feature - teacher_feature
-  return ops.sum(diff * diff), ops.cast(ops.size(diff), "float32")
+  return ops.sum(diff * diff), ops.cast(ops.size(diff), diff.dtype)

@@ -123,7 +123,7 @@ class MultiTaskModel(keras.Model):
     return values
 
   def weighted_total(self, values: dict):
-    total = ops.convert_to_tensor(0.0)
+    total = ops.convert_to_tensor(0.0, dtype=next((v.dtype for v in values.values()), None))
     for term in self.terms:
       if term.weight:
         total = total + term.weight * values[term.name]

@@ -38,6 +38,7 @@ class TaskSpec:
       "linear", or "l2_normalize" (unit vectors along the last axis).
     label_channels: channels of the decoded label map (0 = a [H, W] class-id map).
     higher_is_better: metric name -> True if larger values are better.
+    headline: the metric shown in progress lines (the rest go to TensorBoard and the CSV).
   """
 
   name: str
@@ -45,6 +46,7 @@ class TaskSpec:
   activation: str
   label_channels: int
   higher_is_better: dict
+  headline: str = "loss"
 
   @property
   def is_classification(self) -> bool:
@@ -55,15 +57,17 @@ def task_spec(name: str, num_classes: int = 13) -> TaskSpec:
   """Returns the TaskSpec of task `name`; `num_classes` only matters for semseg."""
   if name == SEMSEG:
     return TaskSpec(SEMSEG, num_classes, "logits", 0,
-                    {"pixacc": True, "miou": True, "loss": False})
+                    {"pixacc": True, "miou": True, "loss": False}, "miou")
   if name == DEPTH:
-    return TaskSpec(DEPTH, 1, "linear", 1, {"abs": False, "rel": False, "loss": False})
+    return TaskSpec(DEPTH, 1, "linear", 1, {"abs": False, "rel": False, "loss": False},
+                    "abs")
   if name == NORMALS:
     return TaskSpec(NORMALS, 3, "l2_normalize", 3,
                     {"mean_deg": False, "median_deg": False, "within_11_25": True,
-                     "within_22_5": True, "within_30": True, "cos": True, "loss": False})
+                     "within_22_5": True, "within_30": True, "cos": True, "loss": False},
+                    "mean_deg")
   if name in (KEYPOINTS, EDGES):
-    return TaskSpec(name, 1, "linear", 1, {"abs": False, "loss": False})
+    return TaskSpec(name, 1, "linear", 1, {"abs": False, "loss": False}, "abs")
   raise ValueError(f"unknown task {name!r}; expected one of {', '.join(ALL_TASKS)}")
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+
+from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
 
 import keras
-from absl import app, flags, logging
+from absl import flags, logging
 
 from sdmtcnn_tf import callbacks as callbacks_lib
 from sdmtcnn_tf import config as config_lib
-from sdmtcnn_tf import distribute, evaluate, experiment, precise_bn
+from sdmtcnn_tf import distribute, evaluate, experiment, precise_bn, progress, rundir
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import count_params
 
@@ -53,34 +54,57 @@ def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
 
 
 def train(cfg: ExperimentConfig) -> dict:
-  """Trains, saves weights, evaluates. Returns the final metrics dict."""
+  """Trains, saves weights, evaluates. Returns the final metrics dict.
+
+  Holds the run directory's lock throughout: a second process on the same --model_dir stops
+  with an error naming the holder's pid.
+  """
+  if not cfg.model_dir:
+    raise ValueError("--model_dir is required")
+  with rundir.locked(cfg.model_dir, "sdmtcnn_tf.train"):
+    return _train(cfg)
+
+
+def _train(cfg: ExperimentConfig) -> dict:
   if not cfg.model_dir:
     raise ValueError("--model_dir is required")
   if cfg.method == "traditional_kd" and not cfg.teacher_dir:
     raise ValueError("--teacher_dir is required with --method=traditional_kd: the run "
                      "directory of a trained vanilla teacher")
+  if cfg.method == "traditional_kd":  # resolved once, here; config.json records the result
+    cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.teacher_dir))
   paths = experiment.RunPaths(cfg.model_dir)
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
+  experiment.check_against_data(cfg, train_manifest)
   _check_same_run(cfg, cfg.model_dir)
+  # traditional_kd: the teacher's config is copied into the run at the first start
+  teacher_cfg = experiment.record_teacher(cfg) if cfg.method == "traditional_kd" else None
   config_lib.save(cfg, cfg.model_dir)
   distribute.set_precision(cfg)
   strategy = distribute.make_strategy(cfg)
   with strategy.scope():
-    network, model = experiment.build_model(cfg)
-    experiment.compile_model(model, cfg)
+    network, model = experiment.build_model(cfg, teacher_cfg)
+    experiment.compile_model(model, cfg, experiment.steps_per_epoch(cfg, train_manifest))
+    if teacher_cfg is not None and not experiment.has_training_state(cfg.model_dir):
+      # first start: the frozen teacher's weights; later starts restore them with the rest
+      experiment.load_run_weights(network.teacher, cfg.teacher_dir, role="teacher")
   train_ds = experiment.dataset(cfg, train_manifest, experiment.TRAIN_SPLIT, training=True)
   val_ds = experiment.dataset(cfg, eval_manifest, experiment.EVAL_SPLIT, training=False)
   os.makedirs(paths.results, exist_ok=True)
   callbacks = [
-      callbacks_lib.StopOnNonFiniteLoss(f" in {paths.backup} and {paths.model_weights}"),
-      keras.callbacks.BackupAndRestore(
-          paths.backup, save_freq=cfg.backup_every_steps or "epoch", delete_checkpoint=False),
-      keras.callbacks.LearningRateScheduler(
-          callbacks_lib.halving_schedule(cfg.learning_rate, cfg.lr_decay_epochs)),
+      callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(
+                                            paths.backup_latest, paths.model_weights),
+                                        max_loss=cfg.max_loss),
+      callbacks_lib.LogLearningRate(),  # the schedule itself lives in the optimizer
+      # history and checkpoint before the backup: the backup commits an epoch (a run killed
+      # in between redoes that epoch, and EpochHistory drops its row)
+      callbacks_lib.EpochHistory(paths.history_csv),
       callbacks_lib.SaveNetworkWeights(network.model, paths.model_weights),
-      keras.callbacks.CSVLogger(paths.history_csv, append=True),
+      callbacks_lib.ResumableBackup(paths, network.model,
+                                    save_freq=cfg.backup_every_steps or "epoch"),
       keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
+      progress.HeadlineProgbar(progress.headline_keys(model.roles, cfg.task_specs)),
   ]
   model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch or None, callbacks=callbacks,
@@ -94,7 +118,7 @@ def train(cfg: ExperimentConfig) -> dict:
     else:
       used = precise_bn.recalibrate(network.model, train_ds, cfg.precise_bn_batches)
       logging.info("re-estimated BatchNorm statistics over %d training batches", used)
-  callbacks_lib.save_weights_atomically(network.model, paths.model_weights)
+  callbacks_lib.save_weights_atomically(network.model, paths.model_weights, epoch=cfg.epochs)
   callbacks_lib.save_weights_atomically(network.teacher, paths.role_weights("teacher"))
   if network.student is not None:
     callbacks_lib.save_weights_atomically(network.student, paths.role_weights("student"))
@@ -105,22 +129,15 @@ def train(cfg: ExperimentConfig) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    cfg = config_lib.from_flags(flags.FLAGS)
-  except ValueError as e:
-    raise app.UsageError(str(e))
+  cli.check_no_arguments(argv)
+  cfg = config_lib.from_flags(flags.FLAGS)
   if flags.FLAGS.dry_run:
     dry_run(cfg)
     return
-  try:
-    metrics = train(cfg)
-  except (ValueError, FileNotFoundError, callbacks_lib.NonFiniteLossError) as e:
-    sys.exit(f"error: {e}")
+  metrics = train(cfg)
   print(evaluate.format_table({"value": metrics}))
 
 
 if __name__ == "__main__":
   config_lib.define_flags()
-  app.run(main)
+  cli.run(main)

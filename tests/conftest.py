@@ -42,3 +42,10 @@ def smoke_run(tmp_path_factory, smoke_data_dir) -> str:
   run_module("sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={model_dir}",
              f"--data_dir={smoke_data_dir}", "--verbose=2")
   return model_dir
+
+
+def pytest_collection_modifyitems(items):
+  """Tests that need the finished smoke run (about a minute to train) are `slow` too."""
+  for item in items:
+    if "smoke_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)

@@ -53,6 +53,17 @@ def test_flagfile_parses_matches_its_name_and_builds(path, monkeypatch):
   assert count_params(network.teacher) > 0
 
 
+@pytest.mark.parametrize("path", EXPERIMENTS)
+def test_flagfile_halves_the_rate_during_training(path, monkeypatch):
+  """MTAN's schedule (StepLR(step_size=100, gamma=0.5) over 200 epochs) on the real datasets;
+  every config decays at least once."""
+  monkeypatch.chdir(REPO)
+  cfg = config_lib.parse_flagfile(path)
+  assert 0 < cfg.lr_decay_epochs < cfg.epochs
+  if cfg.dataset != "synthetic":
+    assert (cfg.epochs, cfg.lr_decay_epochs, cfg.learning_rate) == (200, 100, 1e-4)
+
+
 def test_every_paper_table_row_has_a_flagfile(monkeypatch):
   monkeypatch.chdir(REPO)
   rows = []

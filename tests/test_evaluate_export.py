@@ -22,6 +22,20 @@ def _evaluate_with(model_dir, **changes):
   return evaluate.evaluate_model(cfg, model, manifest)
 
 
+def _same_metric(a: float, b: float, key: str) -> bool:
+  """Equal up to what float32 round-off can do. The per-image outputs are not bitwise
+  independent of the batch size (the conv kernels block the work differently: up to 2.4e-5
+  absolute on a 32x64 SegNet, BUILD_NOTES.md "Numerics: replica equivalence and argmax
+  pooling"), so a near-tie of the argmax pooling, of the semseg argmax or of an angle threshold
+  may flip a pixel, which moves a percent metric by 100/32768 (16 images of 32x64) or an angle
+  statistic by a few thousandths of a degree. 0.05 allows ~15 such pixels; a batch-size bug (per
+  batch averaging) moves these metrics by whole units. Continuous means stay tight."""
+  counted = ("pixacc", "miou", "within_", "_deg")
+  if any(part in key for part in counted):
+    return a == pytest.approx(b, abs=0.05)
+  return a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
 def test_metrics_do_not_depend_on_the_evaluation_batch_size(smoke_run):
   one = _evaluate_with(smoke_run, eval_batch_size=1, legacy_batch_size=1)
   four = _evaluate_with(smoke_run, eval_batch_size=4, legacy_batch_size=1)
@@ -29,7 +43,7 @@ def test_metrics_do_not_depend_on_the_evaluation_batch_size(smoke_run):
   for key in one:
     if key.endswith("_loss"):
       continue  # per-batch loss means are averaged per batch by Keras; metrics are not
-    assert one[key] == pytest.approx(four[key], rel=1e-5, abs=1e-5), key
+    assert _same_metric(one[key], four[key], key), (key, one[key], four[key])
 
 
 def test_legacy_metrics_follow_the_legacy_batch_size_not_the_eval_batch(smoke_run):
@@ -37,7 +51,7 @@ def test_legacy_metrics_follow_the_legacy_batch_size_not_the_eval_batch(smoke_ru
   eight = _evaluate_with(smoke_run, eval_batch_size=8, legacy_batch_size=2)
   for key in two:
     if key.endswith("_legacy"):
-      assert two[key] == pytest.approx(eight[key], rel=1e-5, abs=1e-5), key
+      assert _same_metric(two[key], eight[key], key), (key, two[key], eight[key])
 
 
 def test_evaluate_cli_writes_metrics_and_npz_predictions(smoke_run, tmp_path):

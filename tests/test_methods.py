@@ -1,5 +1,5 @@
-"""A short run of every method on the synthetic data: all learn, the student is reported,
-the run resumes."""
+"""A short run of every method on the synthetic data: all learn, the student is reported.
+(Resuming is tested in test_durability.py, test_train.py and test_schedule.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import SMOKE_FLAGS
 
 from sdmtcnn_tf import baselines, config as config_lib, experiment, tasks, train
+
+pytestmark = pytest.mark.slow  # end-to-end training runs
 
 # One config per method (eq5 and eq6 both covered); vanilla is the smoke run of test_train.py.
 # SD-MTCNN runs the five Taskonomy tasks (keypoints and edges included).
@@ -68,8 +70,3 @@ def test_every_method_learns_and_reports_its_student(method, tmp_path, smoke_dat
   for key in first:
     if key.startswith("student_") and key.endswith("_loss"):
       assert float(last[key]) < float(first[key]), key
-  if method == "sd_mtcnn_full":
-    # the run resumes: one more epoch continues from the backup instead of restarting
-    train.train(cfg.replace(epochs=cfg.epochs + 1))
-    with open(os.path.join(cfg.model_dir, "results", "history.csv")) as f:
-      assert len(list(csv.DictReader(f))) == cfg.epochs + 1

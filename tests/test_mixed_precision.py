@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,6 +13,7 @@ from sdmtcnn_tf.config import ExperimentConfig
 from tests.test_distillation import _batch
 
 
+@pytest.mark.slow
 def test_mixed_precision_step_uses_loss_scaling_and_float32_outputs():
   cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, num_classes=5,
                          mixed_precision=True).validate()

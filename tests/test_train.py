@@ -114,6 +114,7 @@ def _iterations(weights_path) -> int:
   return max(values)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_backup(tmp_path, smoke_data_dir):
   model_dir = str(tmp_path / "run")
   args = [sys.executable, "-m", "sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}",
@@ -145,10 +146,12 @@ def test_killed_run_resumes_from_its_last_backup(tmp_path, smoke_data_dir):
   assert _iterations(backup) == steps_before + 8 * (5 - state["epoch"])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_naming_step_and_term(tmp_path, smoke_data_dir):
   model_dir = str(tmp_path / "nan")
   proc = run_module("sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={model_dir}",
                     f"--data_dir={smoke_data_dir}", "--learning_rate=1e35",
+                    "--max_loss=1e38",  # let the loss overflow: this test is about NaN/inf
                     "--backup_every_steps=1", "--verbose=0", check=False)
   assert proc.returncode != 0
   message = proc.stderr

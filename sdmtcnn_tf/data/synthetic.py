@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import zlib
 
 import numpy as np
@@ -853,6 +854,9 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, height: int, wi
   if min(counts.values()) < 0 or height < 2 or width < 2 or num_shards < 1:
     raise ValueError(f"bad synthetic dataset size: counts {counts}, {height}x{width}, "
                      f"num_shards {num_shards}")
+  print(f"generating the synthetic dataset in {out_dir}: {counts['train']} train + "
+        f"{counts['val']} val images of {height}x{width} (seed {seed})", file=sys.stderr,
+        flush=True)
   os.makedirs(out_dir, exist_ok=True)
   marker = os.path.join(out_dir, INCOMPLETE_MARKER)
   with open(marker, "w") as f:
@@ -862,7 +866,8 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, height: int, wi
     os.remove(manifest_path)
   splits = {}
   for split, n in counts.items():
-    bar = tqdm.tqdm(total=n, desc=f"synthetic {split}", unit="img", disable=None)
+    bar = tqdm.tqdm(total=n, desc=f"synthetic {split}", unit="img", file=sys.stderr,
+                    mininterval=1.0)
     def records(split=split, n=n, bar=bar):
       for i in range(n):
         yield _serialize(seed, split, i, height, width, tasks)

@@ -14,15 +14,13 @@ they are what `export` serves.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import keras
 from keras import layers
 
-from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models import heads, segnet, unet
-from sdmtcnn_tf.rundir import RunPaths
+from sdmtcnn_tf.models.layers import full_precision
 
 IMAGE_INPUT = "image"
 
@@ -37,7 +35,9 @@ class Network:
 
 
 def _as_float32(x, name):
-  return layers.Activation("linear", dtype="float32", name=name)(x)
+  """Full-precision output (float32, also under mixed precision; float64 under a float64
+  policy, see `layers.full_precision`)."""
+  return layers.Activation("linear", dtype=full_precision(), name=name)(x)
 
 
 def _encoder_decoders(image, cfg: ExperimentConfig, filters):
@@ -102,13 +102,20 @@ def _teacher_graph(image, cfg: ExperimentConfig, filters):
   return features, decoded, teacher
 
 
-def build_network(cfg: ExperimentConfig) -> Network:
-  """Builds the training graph and the teacher/student serving sub-models of `cfg`."""
+def build_network(cfg: ExperimentConfig,
+                  teacher_cfg: ExperimentConfig | None = None) -> Network:
+  """Builds the training graph and the teacher/student serving sub-models of `cfg`.
+
+  traditional_kd: `teacher_cfg` is the config of the trained vanilla teacher (the run records
+  it at training start, see experiment.teacher_config); None builds a vanilla teacher like
+  `cfg` (dry runs, tests). No file is read here: the frozen teacher's weights come with the
+  run's checkpoint, or, on the first training start, from experiment.load_run_weights.
+  """
   keras.utils.set_random_seed(cfg.seed)
   filters = segnet.scaled_filters(cfg.width_multiplier)
   image = keras.Input((cfg.height, cfg.width, 3), name=IMAGE_INPUT)
   if cfg.method == "traditional_kd":
-    return _build_traditional_kd(image, cfg, filters)
+    return _build_traditional_kd(image, cfg, filters, teacher_cfg)
   features, decoded, teacher = _teacher_graph(image, cfg, filters)
   outputs = {f"teacher_{t}": v for t, v in teacher.items()}
   student, pairs = None, ()
@@ -126,11 +133,15 @@ def build_network(cfg: ExperimentConfig) -> Network:
       hint_pairs=pairs)
 
 
-def _build_traditional_kd(image, cfg: ExperimentConfig, filters) -> Network:
-  """Baseline-3: a trained vanilla teacher (frozen) and a separate student network."""
-  teacher_net = build_network(teacher_config(cfg)).teacher
-  if cfg.teacher_dir:
-    load_run_weights(teacher_net, cfg.teacher_dir, role="teacher")
+def _build_traditional_kd(image, cfg: ExperimentConfig, filters,
+                          teacher_cfg: ExperimentConfig | None) -> Network:
+  """Baseline-3: a trained vanilla teacher (frozen) and a separate student network. The
+  teacher's outputs are matched to the student's by task name (its --tasks order may differ)."""
+  if teacher_cfg is None:
+    teacher_cfg = cfg.replace(method="vanilla", distill="none", full=False, student_levels=(),
+                              teacher_dir="")
+  check_teacher(teacher_cfg, cfg)
+  teacher_net = build_network(teacher_cfg).teacher
   teacher_net.trainable = False
   teacher = teacher_net(image, training=False)
   features, _ = segnet.segnet_encoder(image, filters, cfg.sync_batchnorm,
@@ -144,35 +155,20 @@ def _build_traditional_kd(image, cfg: ExperimentConfig, filters) -> Network:
                  frozen_teacher=True)
 
 
-def teacher_config(cfg: ExperimentConfig) -> ExperimentConfig:
-  """traditional_kd: the config of the trained teacher in --teacher_dir (checked against this
-  run's data settings), or, without --teacher_dir (dry runs), a vanilla network like cfg."""
-  if not cfg.teacher_dir:
-    return cfg.replace(method="vanilla", distill="none", full=False, student_levels=())
-  try:
-    trained = config_lib.load(cfg.teacher_dir)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"--teacher_dir={cfg.teacher_dir}: {e}; train the vanilla "
-                            "teacher there first") from None
-  if trained.method != "vanilla":
-    raise ValueError(f"--teacher_dir={cfg.teacher_dir} holds a {trained.method} run; "
-                     "traditional_kd distils a trained vanilla (Baseline-1) teacher")
-  differ = [f"{f}: teacher {getattr(trained, f)!r} vs this run {getattr(cfg, f)!r}"
-            for f in ("tasks", "num_classes", "height", "width")
-            if getattr(trained, f) != getattr(cfg, f)]
+def check_teacher(teacher_cfg: ExperimentConfig, cfg: ExperimentConfig,
+                  source: str = "the teacher") -> None:
+  """traditional_kd: the teacher must be a vanilla run on the same data as `cfg` (the same
+  tasks as a set, classes and size). Raises ValueError naming `source`."""
+  if teacher_cfg.method != "vanilla":
+    raise ValueError(f"{source} holds a {teacher_cfg.method} run; traditional_kd distils a "
+                     "trained vanilla (Baseline-1) teacher")
+  def differs(field):
+    mine, theirs = getattr(cfg, field), getattr(teacher_cfg, field)
+    return sorted(mine) != sorted(theirs) if field == "tasks" else mine != theirs
+  differ = [f"{f}: teacher {getattr(teacher_cfg, f)!r} vs this run {getattr(cfg, f)!r}"
+            for f in ("tasks", "num_classes", "height", "width") if differs(f)]
   if differ:
-    raise ValueError(f"--teacher_dir={cfg.teacher_dir} was trained on other data: "
-                     + "; ".join(differ))
-  return trained
-
-
-def load_run_weights(model: keras.Model, run_dir: str, role: str = "teacher") -> None:
-  """Loads the serving weights a training run saved for `role` (see train.py)."""
-  path = RunPaths(run_dir).role_weights(role)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--teacher_dir: {path} is missing; expected a finished vanilla "
-                            "training run directory")
-  model.load_weights(path)
+    raise ValueError(f"{source} was trained on other data: " + "; ".join(differ))
 
 
 def count_params(model: keras.Model | None) -> int:

@@ -12,6 +12,14 @@ import tensorflow as tf
 from keras import layers
 
 
+def full_precision() -> str:
+  """The dtype of the network's "full-precision" outputs (heads, hint features): the variable
+  dtype of the global dtype policy. float32 under float32, mixed_float16 and mixed_bfloat16;
+  float64 when the policy (or, before any policy is set, `keras.backend.floatx()`) is float64,
+  which the numerics tests use to take float32 round-off out of exact comparisons."""
+  return keras.mixed_precision.global_policy().variable_dtype
+
+
 def batch_norm(name: str, sync_batchnorm: bool = False) -> layers.BatchNormalization:
   """BatchNorm with PyTorch's defaults (momentum 0.1 = Keras 0.9, eps 1e-5), as MTAN trains.
 
