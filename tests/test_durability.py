@@ -124,14 +124,20 @@ def test_full_disk_stops_with_one_line_and_the_rerun_resumes(tmp_path, smoke_dat
   assert _history_epochs(model_dir) == [0, 1, 2]
 
 
-def test_second_process_on_a_run_directory_is_refused(tmp_path, smoke_data_dir, killed_run):
-  model_dir = str(tmp_path / "run")
+def _hold_lock(model_dir) -> subprocess.Popen:
+  """Another process that holds the run directory's lock until it is killed."""
   holder = subprocess.Popen(
       [sys.executable, "-c", "import sys, time\nfrom sdmtcnn_tf import rundir\n"
        "with rundir.locked(sys.argv[1], 'holder'):\n  print('locked', flush=True)\n"
        "  time.sleep(300)\n", model_dir], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "locked"
+  return holder
+
+
+def test_second_process_on_a_run_directory_is_refused(tmp_path, smoke_data_dir, killed_run):
+  model_dir = str(tmp_path / "run")
+  holder = _hold_lock(model_dir)
   try:
-    assert holder.stdout.readline().strip() == "locked"
     proc = _train(model_dir, smoke_data_dir, check=False)
   finally:
     holder.kill()
@@ -143,12 +149,8 @@ def test_second_process_on_a_run_directory_is_refused(tmp_path, smoke_data_dir, 
     pass
   # evaluate and export (into the run directory) take the same lock
   finished, _, _ = killed_run
-  holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom sdmtcnn_tf import rundir\n"
-       "with rundir.locked(sys.argv[1], 'holder'):\n  print('locked', flush=True)\n"
-       "  time.sleep(300)\n", finished], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  holder = _hold_lock(finished)
   try:
-    assert holder.stdout.readline().strip() == "locked"
     proc = run_module("sdmtcnn_tf.evaluate", f"--model_dir={finished}", check=False)
     assert proc.returncode == 1 and f"pid {holder.pid}" in proc.stderr, proc.stderr[-2000:]
     with pytest.raises(rundir.RunDirectoryError, match=f"pid {holder.pid}"):
