@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import shutil
 
+from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
+
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from sdmtcnn_tf import atomic, cli, experiment, rundir
+from sdmtcnn_tf import atomic, experiment, rundir
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 

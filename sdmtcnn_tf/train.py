@@ -23,15 +23,18 @@ from sdmtcnn_tf.models.build import count_params
 
 
 def dry_run(cfg: ExperimentConfig) -> dict:
-  """Builds the model (no data needed), prints its summary and parameter counts."""
+  """Builds the model (no data needed), prints its summary, parameter counts and weighted loss
+  terms (`loss term <name> weight <w>`, one line each)."""
   if cfg.teacher_dir:  # traditional_kd: the architecture does not need the trained weights
     cfg = cfg.replace(teacher_dir="")
-  network, _ = experiment.build_model(cfg)
+  network, model = experiment.build_model(cfg)
   network.model.summary(print_fn=print, line_length=110)
   counts = {"teacher": count_params(network.teacher), "student": count_params(network.student),
             "training_graph": count_params(network.model)}
   for role, n in counts.items():
     print(f"{role} parameters: {n:,}")
+  for term in model.terms:
+    print(f"loss term {term.name} weight {term.weight:g}")
   return counts
 
 

@@ -26,6 +26,39 @@ def run_module(module: str, *args: str, check: bool = True, timeout: int = 600,
   return proc
 
 
+def random_batch(cfg, n: int = 2, seed: int = 0):
+  """A random (image [n, H, W, 3], {semseg, depth, normals} labels) batch for `cfg`'s size and
+  classes (semseg holds some ignore labels -1, normals are unit vectors)."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  image = rng.random((n, cfg.height, cfg.width, 3)).astype(np.float32)
+  normals = rng.normal(size=(n, cfg.height, cfg.width, 3)).astype(np.float32)
+  normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+  labels = {"semseg": rng.integers(-1, cfg.num_classes, (n, cfg.height, cfg.width)).astype(np.int32),
+            "depth": rng.uniform(0, 5, (n, cfg.height, cfg.width, 1)).astype(np.float32),
+            "normals": normals}
+  return image, labels
+
+
+def optimizer_iterations(weights_path: str) -> int:
+  """The optimizer's step counter stored in a backup weights file (its only integer scalar)."""
+  import h5py
+  import numpy as np
+  found = []
+  with h5py.File(weights_path, "r") as f:
+    f.visititems(lambda name, obj: found.append(int(np.asarray(obj)))
+                 if isinstance(obj, h5py.Dataset) and name.startswith("optimizer/")
+                 and obj.shape == () and obj.dtype.kind == "i" else None)
+  assert len(found) == 1, f"no single optimizer step counter in {weights_path}: {found}"
+  return found[0]
+
+
+def train_shard(data_dir: str, index: int = 0, num_shards: int = 2) -> str:
+  """Path of training shard `index` of `num_shards` in `data_dir`."""
+  from sdmtcnn_tf.data import schema
+  return os.path.join(data_dir, schema.shard_name("train", index, num_shards))
+
+
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory) -> str:
   """The smoke config's synthetic dataset (32x64, 64 train / 16 val), generated once."""

@@ -12,7 +12,7 @@ import pytest
 from sdmtcnn_tf import experiment
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.data import pipeline, schema
-from tests.conftest import SMOKE_FLAGS, run_module
+from tests.conftest import SMOKE_FLAGS, run_module, train_shard as shard
 
 H, W = 32, 64
 TASKS = ("semseg", "depth")
@@ -48,10 +48,6 @@ def config(data_dir: str, **changes) -> ExperimentConfig:
                 height=H, width=W)
   values.update(changes)
   return ExperimentConfig(**values).validate()
-
-
-def shard(data_dir: str, index: int = 0) -> str:
-  return os.path.join(data_dir, schema.shard_name("train", index, 2))
 
 
 @pytest.fixture()

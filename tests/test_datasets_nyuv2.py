@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from datasets import nyuv2
 from sdmtcnn_tf.data import schema
+from tests.conftest import REPO
 from tests.records import read_split
 
 H, W = 16, 24
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_tree(root, counts=(("train", 3), ("val", 2)), tasks_folders=("label", "depth", "normal"),

@@ -10,6 +10,7 @@ import pytest
 
 from datasets import verify
 from sdmtcnn_tf.data import schema
+from tests.conftest import train_shard as shard
 
 H, W = 4, 6
 CLASSES = ("a", "b", "c")
@@ -45,10 +46,6 @@ def dataset(tmp_path):
       dataset="toy", height=H, width=W, tasks=("semseg", "depth", "normals"), num_classes=3,
       class_names=CLASSES, depth_unit="metres", splits=splits))
   return data_dir, train
-
-
-def shard(data_dir, index=0):
-  return os.path.join(data_dir, schema.shard_name("train", index, 2))
 
 
 def test_clean_dataset_passes_with_exact_statistics(dataset, capsys):

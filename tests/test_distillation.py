@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, random_batch
 
 from sdmtcnn_tf import experiment
 from sdmtcnn_tf.config import ExperimentConfig
@@ -23,17 +23,6 @@ def _cfg(**kw) -> ExperimentConfig:
   base = dict(height=32, width=32, width_multiplier=0.125, student_channels=16, num_classes=5,
               seed=3)
   return ExperimentConfig(**{**base, **kw}).validate()
-
-
-def _batch(cfg, n=2, seed=0):
-  rng = np.random.default_rng(seed)
-  image = rng.random((n, cfg.height, cfg.width, 3)).astype(np.float32)
-  normals = rng.normal(size=(n, cfg.height, cfg.width, 3)).astype(np.float32)
-  normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-  labels = {"semseg": rng.integers(-1, cfg.num_classes, (n, cfg.height, cfg.width)).astype(np.int32),
-            "depth": rng.uniform(0, 5, (n, cfg.height, cfg.width, 1)).astype(np.float32),
-            "normals": normals}
-  return image, labels
 
 
 def _group(path: str) -> str:
@@ -99,7 +88,7 @@ def test_each_method_has_its_loss_terms(method):
 def test_gradient_flow_of_every_term():
   cfg = _cfg(method="sd_mtcnn", distill="both")
   _, model = experiment.build_model(cfg)
-  reached = _reached(model, *_batch(cfg))
+  reached = _reached(model, *random_batch(cfg))
   for task in TASKS:
     assert reached[f"teacher_{task}_loss"] == {"encoder", f"decoder_{task}",
                                                 f"teacher_head_{task}"}
@@ -113,7 +102,7 @@ def test_gradient_flow_of_every_term():
 def test_two_way_lets_distillation_reach_the_teacher():
   cfg = _cfg(method="sd_mtcnn", distill="both", two_way=True)
   _, model = experiment.build_model(cfg)
-  reached = _reached(model, *_batch(cfg))
+  reached = _reached(model, *random_batch(cfg))
   assert "decoder_semseg" in reached["kd_semseg_loss"]
   assert "teacher_head_semseg" in reached["kd_semseg_loss"]
   assert "decoder_depth" in reached["hint_depth_l5_loss"]
@@ -122,7 +111,7 @@ def test_two_way_lets_distillation_reach_the_teacher():
 def test_hints_reach_only_encoder_stages_up_to_their_level():
   cfg = _cfg(method="sd_mtcnn", distill="eq6", hint_levels=(2,))
   _, model = experiment.build_model(cfg)
-  image, labels = _batch(cfg)
+  image, labels = random_batch(cfg)
   with tf.GradientTape() as tape:
     values = model.compute_terms(labels, model(image, training=True))
   grads = tape.gradient(values["hint_semseg_l2_loss"], model.trainable_variables)
@@ -136,7 +125,7 @@ def test_frozen_teacher_of_traditional_kd_gets_no_update(tmp_path):
   network, model = experiment.build_model(cfg)
   teacher_before = [w.numpy().copy() for w in network.teacher.weights]
   experiment.compile_model(model, cfg)
-  image, labels = _batch(cfg, n=4)
+  image, labels = random_batch(cfg, n=4)
   model.fit(tf.data.Dataset.from_tensor_slices((image, labels)).batch(2), epochs=1, verbose=0)
   for before, after in zip(teacher_before, network.teacher.weights):
     np.testing.assert_array_equal(before, after.numpy())
@@ -153,7 +142,7 @@ def test_zero_distillation_weights_reduce_to_the_vanilla_loss():
   for layer in vanilla_net.model.layers:
     if layer.weights:
       sd_layers[layer.name].set_weights(layer.get_weights())
-  image, labels = _batch(vanilla_cfg)
+  image, labels = random_batch(vanilla_cfg)
   with tf.GradientTape() as tape:
     v_total = vanilla.weighted_total(vanilla.compute_terms(labels, vanilla(image, training=True)))
   v_grads = dict(zip([v.path for v in vanilla.trainable_variables],
@@ -201,14 +190,14 @@ cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 from sdmtcnn_tf import experiment
 from sdmtcnn_tf.config import ExperimentConfig
-from tests.test_distillation import _batch
+from tests.conftest import random_batch
 # semseg + depth: a freshly initialised normals head (unit-normalised outputs of near-zero
 # vectors) takes huge SGD steps whose rounding would swamp the comparison
 cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, student_channels=16,
                        num_classes=5, tasks=("semseg", "depth"), method="sd_mtcnn", distill="both", full=True,
                        sync_batchnorm=True, optimizer="sgd", learning_rate=0.05,
                        batch_size=4).validate()
-image, labels = _batch(cfg, n=4, seed=1)
+image, labels = random_batch(cfg, n=4, seed=1)
 labels.pop("normals")
 ds = tf.data.Dataset.from_tensor_slices((image, labels)).batch(4)
 LEVELS = (1, 2, 3, 4, 5)

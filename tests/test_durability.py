@@ -11,10 +11,9 @@ import signal
 import subprocess
 import sys
 
-import h5py
 import pytest
 
-from tests.conftest import REPO, SMOKE_FLAGS, run_module
+from tests.conftest import REPO, SMOKE_FLAGS, optimizer_iterations, run_module
 
 from sdmtcnn_tf import atomic, export, rundir
 
@@ -37,15 +36,6 @@ def _history_epochs(model_dir) -> list:
     return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def _iterations(path) -> int:
-  """The optimizer's step counter stored in a backup weights file."""
-  values = []
-  with h5py.File(path, "r") as f:
-    f.visititems(lambda name, obj: values.append(int(obj[()])) if isinstance(obj, h5py.Dataset)
-                 and name.startswith("optimizer") and obj.shape == () else None)
-  return max(values)
-
-
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory, smoke_data_dir):
   """A run SIGKILLed inside its 2nd backup write (end of epoch 2 of 3), then rerun to the end."""
@@ -56,12 +46,12 @@ def killed_run(tmp_path_factory, smoke_data_dir):
       "returncode": killed.returncode,
       "torn_temp": os.path.exists(atomic.temp_path(paths.backup_latest)),
       "backup_epoch": atomic.read_attrs(paths.backup_latest)["epoch"],
-      "backup_steps": _iterations(paths.backup_latest),
+      "backup_steps": optimizer_iterations(paths.backup_latest),
       "history": _history_epochs(model_dir),
   }
   rerun = _train(model_dir, smoke_data_dir)
   after_kill["rerun_history"] = _history_epochs(model_dir)
-  after_kill["rerun_steps"] = _iterations(paths.backup_latest)
+  after_kill["rerun_steps"] = optimizer_iterations(paths.backup_latest)
   return model_dir, after_kill, rerun
 
 
@@ -92,7 +82,7 @@ def test_corrupt_latest_backup_falls_back_to_the_previous_one(killed_run, smoke_
   assert paths.backup_previous in warning[0] and paths.backup_latest in warning[0]
   assert _epochs_run(proc) == [f"{e}/{epochs}" for e in range(previous + 1, epochs + 1)]
   assert _history_epochs(model_dir) == list(range(epochs))
-  assert _iterations(paths.backup_latest) == epochs * 2
+  assert optimizer_iterations(paths.backup_latest) == epochs * 2
 
 
 def test_lost_backups_resume_from_the_checkpoint(killed_run, smoke_data_dir):
@@ -107,7 +97,7 @@ def test_lost_backups_resume_from_the_checkpoint(killed_run, smoke_data_dir):
   assert "optimizer state restarts" in warning[0]
   assert _epochs_run(proc) == [f"{epochs}/{epochs}"]
   assert _history_epochs(model_dir) == list(range(epochs))
-  assert _iterations(paths.backup_latest) == epochs * 2  # the step count (LR schedule) goes on
+  assert optimizer_iterations(paths.backup_latest) == epochs * 2  # the step count (LR schedule) goes on
 
 
 def test_full_disk_stops_with_one_line_and_the_rerun_resumes(tmp_path, smoke_data_dir):

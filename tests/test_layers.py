@@ -32,9 +32,51 @@ def test_unpool_gradient_flows_to_pooled_values():
   np.testing.assert_allclose(tape.gradient(y, pooled).numpy(), 2.0)
 
 
-def test_layers_round_trip_get_config():
-  for layer in (L.MaxPoolWithArgmax(), L.MaxUnpool(), L.ResizeBilinear(8, 16), L.L2Normalize()):
-    clone = layer.__class__.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    assert layer.supports_jit is not True or not isinstance(layer, (L.MaxPoolWithArgmax,
-                                                                  L.MaxUnpool))
+def _round_trip_cases():
+  """(layer built with non-default arguments, its call inputs) for every custom layer."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, 6, 10, 4))
+  pooled, argmax = L.MaxPoolWithArgmax(dtype="float64")(tf.constant(x))
+  return [
+      (L.MaxPoolWithArgmax(name="pool_x", dtype="float64", trainable=False), (x,)),
+      (L.MaxUnpool(name="unpool_x", dtype="float64", trainable=False),
+       (pooled.numpy(), argmax.numpy(), x)),
+      (L.ResizeBilinear(5, 13, name="resize_x", dtype="float64"), (x,)),
+      (L.L2Normalize(name="unit_x", dtype="float64", trainable=False), (x,)),
+      # the only custom-configured layer with weights: BatchNorm with PyTorch's defaults
+      (L.batch_norm("bn_x"), (x.astype(np.float32),)),
+  ]
+
+
+def test_layers_round_trip_get_config_and_outputs():
+  for layer, inputs in _round_trip_cases():
+    first = layer(*inputs)  # builds the layer (and its weights, if any)
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config, type(layer).__name__
+    clone(*inputs)
+    weights = layer.get_weights()
+    if weights:  # random statistics, so that equal outputs mean the weights really were used
+      weights = [np.random.default_rng(3).random(w.shape).astype(w.dtype) + 0.5 for w in weights]
+      layer.set_weights(weights)
+      first = layer(*inputs)
+    clone.set_weights(weights)
+    second = clone(*inputs)
+    first, second = tf.nest.flatten(first), tf.nest.flatten(second)
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+      assert a.dtype == b.dtype and a.shape == b.shape, type(layer).__name__
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # the non-default arguments really are in the configs
+  layers = {type(layer).__name__: layer for layer, _ in _round_trip_cases()}
+  assert layers["ResizeBilinear"].get_config()["height"] == 5
+  assert layers["ResizeBilinear"].get_config()["width"] == 13
+  assert layers["L2Normalize"].get_config()["trainable"] is False
+  bn = layers["BatchNormalization"].get_config()
+  assert bn["momentum"] == 0.9 and bn["epsilon"] == 1e-5 and bn["name"] == "bn_x"
+
+
+def test_pooling_layers_turn_off_jit():
+  for layer in (L.MaxPoolWithArgmax(), L.MaxUnpool()):
+    assert layer.supports_jit is False
+    assert layer.__class__.from_config(layer.get_config()).supports_jit is False

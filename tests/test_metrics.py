@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from sdmtcnn_tf import metrics as M
 from sdmtcnn_tf.tasks import task_spec
+from tests.conftest import REPO
 
 N, H, W, C = 6, 8, 10, 4
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------------------------------------

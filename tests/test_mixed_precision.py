@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from sdmtcnn_tf import distribute, experiment
 from sdmtcnn_tf.config import ExperimentConfig
-from tests.test_distillation import _batch
+from tests.conftest import random_batch
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_mixed_precision_step_uses_loss_scaling_and_float32_outputs():
     network, model = experiment.build_model(cfg)
     experiment.compile_model(model, cfg)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    image, labels = _batch(cfg, n=2)
+    image, labels = random_batch(cfg, n=2)
     logs = model.train_on_batch(image, labels, return_dict=True)
     assert all(np.isfinite(v) for v in logs.values())
     outputs = model(image, training=False)

@@ -6,12 +6,10 @@ from __future__ import annotations
 import csv
 import os
 
-import h5py
 import keras
-import numpy as np
 import pytest
 
-from tests.conftest import SMOKE_FLAGS
+from tests.conftest import SMOKE_FLAGS, optimizer_iterations
 
 from sdmtcnn_tf import config as config_lib, experiment, train
 
@@ -50,13 +48,7 @@ def _history(model_dir):
 
 def _backup_iterations(model_dir) -> int:
   """The optimizer's step count saved in the BackupAndRestore checkpoint."""
-  found = []
-  with h5py.File(os.path.join(model_dir, "backup", "latest.weights.h5"), "r") as f:
-    f.visititems(lambda name, obj: found.append(int(np.asarray(obj)))
-                 if isinstance(obj, h5py.Dataset) and name.startswith("optimizer/")
-                 and obj.shape == () and obj.dtype.kind == "i" else None)
-  assert len(found) == 1, found  # the iterations counter (the only integer scalar)
-  return found[0]
+  return optimizer_iterations(os.path.join(model_dir, "backup", "latest.weights.h5"))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import csv
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SMOKE_FLAGS, run_module
+from tests.conftest import REPO, SMOKE_FLAGS, optimizer_iterations, run_module
 
 from sdmtcnn_tf import baselines, config as config_lib, experiment
 
@@ -78,6 +79,12 @@ def test_dry_run_prints_parameter_counts():
   assert "teacher parameters:" in proc.stdout and "student parameters:" in proc.stdout
   student = int(proc.stdout.split("student parameters:")[1].split()[0].replace(",", ""))
   assert student > 0
+  terms = dict(line.split()[2::2] for line in proc.stdout.splitlines()
+               if line.startswith("loss term "))
+  cfg = config_lib.parse_flagfile(SMOKE_FLAGS, method="sd_mtcnn", distill="eq5")
+  assert float(terms["teacher_semseg_loss"]) == 1.0
+  assert float(terms["kd_depth_loss"]) == pytest.approx(cfg.alpha, rel=1e-5)
+  assert float(terms["student_normals_loss"]) == pytest.approx(1 - cfg.alpha, rel=1e-5)
 
 
 def test_unknown_flag_is_an_error_naming_it():
@@ -102,18 +109,6 @@ def _backup_state(model_dir):
     return None
 
 
-def _iterations(weights_path) -> int:
-  """The optimizer's step counter stored in a BackupAndRestore weights file."""
-  values = []
-  with h5py.File(weights_path, "r") as f:
-    def visit(name, obj):
-      if isinstance(obj, h5py.Dataset) and name.startswith("optimizer") and obj.shape == ():
-        values.append(int(obj[()]))
-    f.visititems(visit)
-  assert values, f"no optimizer step counter in {weights_path}"
-  return max(values)
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_backup(tmp_path, smoke_data_dir):
   model_dir = str(tmp_path / "run")
@@ -135,7 +130,7 @@ def test_killed_run_resumes_from_its_last_backup(tmp_path, smoke_data_dir):
   proc.wait()
   state = _backup_state(model_dir)
   backup = os.path.join(model_dir, "backup", "latest.weights.h5")
-  steps_before = _iterations(backup)
+  steps_before = optimizer_iterations(backup)
   assert steps_before >= 8 * state["epoch"]  # 8 steps per epoch, mid-epoch backup
   done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -143,7 +138,7 @@ def test_killed_run_resumes_from_its_last_backup(tmp_path, smoke_data_dir):
   assert epochs_run[0] == f"Epoch {state['epoch'] + 1}/5", epochs_run
   assert len(epochs_run) == 5 - state["epoch"]
   # weights and optimizer state were restored: the step counter continued from the backup
-  assert _iterations(backup) == steps_before + 8 * (5 - state["epoch"])
+  assert optimizer_iterations(backup) == steps_before + 8 * (5 - state["epoch"])
 
 
 @pytest.mark.slow
@@ -155,12 +150,26 @@ def test_non_finite_loss_stops_training_naming_step_and_term(tmp_path, smoke_dat
                     "--backup_every_steps=1", "--verbose=0", check=False)
   assert proc.returncode != 0
   message = proc.stderr
-  assert "non-finite loss at epoch 1, step" in message, message[-2000:]
-  assert "teacher_" in message.split("non-finite loss")[1].splitlines()[0]
+  match = re.search(r"non-finite loss at epoch (\d+), step (\d+): (.*)", message)
+  assert match, message[-2000:]
+  epoch, step = int(match.group(1)), int(match.group(2))
+  assert epoch == 1 and step >= 1
+  assert "teacher_" in match.group(3)
   backup = os.path.join(model_dir, "backup", "latest.weights.h5")
-  if os.path.exists(backup):  # the last backup holds the last finite weights
-    with h5py.File(backup, "r") as f:
-      arrays = []
-      f.visititems(lambda n, o: arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
-    assert all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(np.asarray(a).dtype,
-                                                                       np.floating))
+  if (epoch, step) == (1, 1):
+    # nothing was backed up before the very first step
+    assert not os.path.exists(backup)
+    assert "no backup or checkpoint had been written yet" in match.group(3)
+    return
+  # --backup_every_steps=1 backs up after every step, and StopOnNonFiniteLoss (the first
+  # callback) raises before ResumableBackup sees the failing step: the backup is the one of
+  # the step before, with the last finite weights.
+  assert os.path.exists(backup), message[-2000:]
+  assert f"kept in {backup}" in match.group(3)
+  with h5py.File(backup, "r") as f:
+    position = {k: int(v) for k, v in f.attrs.items() if k in ("epoch", "batch")}
+    arrays = []
+    f.visititems(lambda n, o: arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+  assert position == {"epoch": epoch - 1, "batch": step - 2}  # 0-based: the step before
+  floats = [a for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating)]
+  assert floats and all(np.all(np.isfinite(a)) for a in floats)
