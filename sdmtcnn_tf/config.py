@@ -174,7 +174,7 @@ class ExperimentConfig:
     need(self.verbose in (0, 1, 2), "verbose", "0, 1 or 2", self.verbose)
     need(all(w >= 0 and math.isfinite(w) for w in self.task_weights), "task_weights",
          "finite values >= 0", self.task_weights)
-    for flag in ("tasks", "hint_levels", "teaching_tasks", "student_levels"):
+    for flag in ("hint_levels", "teaching_tasks", "student_levels"):  # --tasks: task_specs
       values = list(getattr(self, flag))
       repeated = sorted({str(v) for v in values if values.count(v) > 1})
       need(not repeated, flag, "each entry once", f"{','.join(map(str, values))} "

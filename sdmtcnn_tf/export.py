@@ -13,6 +13,7 @@ holds only the encoder and the student heads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -120,9 +121,10 @@ def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: in
   if role_model is None:
     raise ValueError(f"--role={role}: the {cfg.method} model has no {role}")
   base = export_dir or experiment.RunPaths(model_dir).export(role)
-  if export_dir:
-    return export_role(role_model, cfg, os.path.join(base, str(version)), overwrite)
-  with rundir.locked(model_dir, "sdmtcnn_tf.export"):  # it writes into the run directory
+  # the default base path is inside the run directory: take its lock while writing there
+  lock = contextlib.nullcontext() if export_dir else rundir.locked(model_dir,
+                                                                   "sdmtcnn_tf.export")
+  with lock:
     return export_role(role_model, cfg, os.path.join(base, str(version)), overwrite)
 
 

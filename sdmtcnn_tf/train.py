@@ -69,8 +69,6 @@ def train(cfg: ExperimentConfig) -> dict:
 
 
 def _train(cfg: ExperimentConfig) -> dict:
-  if not cfg.model_dir:
-    raise ValueError("--model_dir is required")
   if cfg.method == "traditional_kd" and not cfg.teacher_dir:
     raise ValueError("--teacher_dir is required with --method=traditional_kd: the run "
                      "directory of a trained vanilla teacher")

@@ -20,7 +20,7 @@ from keras import layers
 
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models import heads, segnet, unet
-from sdmtcnn_tf.models.layers import full_precision
+from sdmtcnn_tf.models.layers import as_full_precision
 
 IMAGE_INPUT = "image"
 
@@ -32,12 +32,6 @@ class Network:
   student: keras.Model | None  # image -> {task: student output}; None for vanilla
   hint_pairs: tuple  # ((task, level), ...) distilled by Eq. 6
   frozen_teacher: bool = False  # traditional_kd: the teacher is a trained, frozen network
-
-
-def _as_float32(x, name):
-  """Full-precision output (float32, also under mixed precision; float64 under a float64
-  policy, see `layers.full_precision`)."""
-  return layers.Activation("linear", dtype=full_precision(), name=name)(x)
 
 
 def _encoder_decoders(image, cfg: ExperimentConfig, filters):
@@ -89,7 +83,7 @@ def _hint_outputs(features, decoded, cfg: ExperimentConfig, filters):
       outputs[f"{key}_student"] = heads.adaptation(
           features[f"enc{level}"], target_channels, cfg.adaptation, f"adapt_{task}_l{level}",
           cfg.sync_batchnorm)
-      outputs[f"{key}_teacher"] = _as_float32(target, f"{key}_teacher")
+      outputs[f"{key}_teacher"] = as_full_precision(target, f"{key}_teacher")
       pairs.append((task, level))
   return outputs, tuple(pairs)
 
@@ -147,7 +141,7 @@ def _build_traditional_kd(image, cfg: ExperimentConfig, filters,
   features, _ = segnet.segnet_encoder(image, filters, cfg.sync_batchnorm,
                                       pool="argmax" if cfg.backbone == "segnet" else "max")
   student = _student_outputs(features, cfg, filters)
-  outputs = {f"teacher_{t}": _as_float32(teacher[t], f"frozen_teacher_{t}") for t in teacher}
+  outputs = {f"teacher_{t}": as_full_precision(teacher[t], f"frozen_teacher_{t}") for t in teacher}
   outputs.update({f"student_{t}": v for t, v in student.items()})
   name = f"traditional_kd_{cfg.backbone}"
   return Network(model=keras.Model(image, outputs, name=name), teacher=teacher_net,

@@ -10,7 +10,7 @@ from sdmtcnn_tf.tasks import TaskSpec
 
 
 def _activate(x, spec: TaskSpec, name: str):
-  x = layers.Activation("linear", dtype=L.full_precision(), name=f"{name}_f32")(x)
+  x = L.as_full_precision(x, f"{name}_f32")
   if spec.activation == "l2_normalize":
     x = L.L2Normalize(dtype=L.full_precision(), name=f"{name}_unit")(x)
   return x
@@ -79,4 +79,4 @@ def adaptation(feature, out_channels: int, kind: str, name: str, sync_batchnorm:
     x = layers.Conv2D(out_channels, 1, name=f"{name}_expand")(x)
   else:
     raise ValueError(f"unknown adaptation kind {kind!r}; expected conv1x1 or bottleneck")
-  return layers.Activation("linear", dtype=L.full_precision(), name=f"{name}_f32")(x)
+  return L.as_full_precision(x, f"{name}_f32")

@@ -20,6 +20,12 @@ def full_precision() -> str:
   return keras.mixed_precision.global_policy().variable_dtype
 
 
+def as_full_precision(x, name: str):
+  """`x` cast to `full_precision()` by an identity layer named `name` (the outputs that losses
+  and serving read stay float32 under mixed precision)."""
+  return layers.Activation("linear", dtype=full_precision(), name=name)(x)
+
+
 def batch_norm(name: str, sync_batchnorm: bool = False) -> layers.BatchNormalization:
   """BatchNorm with PyTorch's defaults (momentum 0.1 = Keras 0.9, eps 1e-5), as MTAN trains.
 
