@@ -40,8 +40,11 @@ from absl import flags
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
 
-from datasets import common
+from datasets import checks
+from datasets import cli
 from datasets import mtan_npy
+from datasets import reading
+from datasets import writing
 
 DATASET = "cityscapes"
 CLASS_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
@@ -62,12 +65,12 @@ DEPTH_NOTE_MTAN = ("MTAN pre-processed 'depth' array stored as is: disparity use
 
 def build_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
-  common.define_common_flags(fv)
+  cli.define_common_flags(fv)
   flags.DEFINE_enum("layout", "mtan", ["mtan", "raw"], "Source layout: MTAN's pre-processed "
                     ".npy release, or the official PNG release.", flag_values=fv)
-  flags.DEFINE_string("tasks", "semseg,depth", "Tasks to store (from semseg, depth).",
-                      flag_values=fv)
-  flags.DEFINE_string("splits", "train,val", "Splits to convert.", flag_values=fv)
+  flags.DEFINE_list("tasks", ["semseg", "depth"], "Tasks to store (from semseg, depth).",
+                    flag_values=fv)
+  flags.DEFINE_list("splits", ["train", "val"], "Splits to convert.", flag_values=fv)
   flags.DEFINE_enum("label_folder", "label_7", ["label_7", "label"], "--layout=mtan: folder "
                     "of the 7-class labels (LibMTL renames label_7 to label).", flag_values=fv)
   flags.DEFINE_integer("height", 128, "Output height (mtan: the arrays' height; raw: resize "
@@ -89,7 +92,7 @@ def cityscapes_label_table() -> list:
   try:
     from cityscapesscripts.helpers import labels  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise common.ConversionError(
+    raise reading.ConversionError(
         "cityscapesscripts", "--layout=raw needs the Cityscapes label table: "
         f"pip install --no-deps {CITYSCAPESSCRIPTS_PIN}") from e
   return [(l.id, l.categoryId, l.category, l.ignoreInEval) for l in labels.labels]
@@ -127,31 +130,31 @@ class RawConfig:
   lut: tuple  # 256 ints, see category_lut
 
 
-def convert_raw_item(cfg: RawConfig, item: common.Item) -> bytes:
+def convert_raw_item(cfg: RawConfig, item: reading.Item) -> bytes:
   """Decodes the PNGs of one raw example into a record (see the module docstring)."""
   path = item.paths["image"]
-  img = common.load_png(path)
+  img = reading.load_png(path)
   if img.mode != "RGB":
-    raise common.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
+    raise reading.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
   source = np.asarray(img, dtype=np.uint8)
   src_shape = source.shape[:2]
-  image = common.resize_image_bilinear(source, cfg.height, cfg.width)
+  image = checks.resize_image_bilinear(source, cfg.height, cfg.width)
   labels = {}
   if tasks_lib.SEMSEG in cfg.tasks:
     path = item.paths[tasks_lib.SEMSEG]
-    ids = common.png_array(common.load_png(path), path, 8)
-    common.check_shape(ids.shape, src_shape, path, "labelIds")
+    ids = reading.png_array(reading.load_png(path), path, 8)
+    checks.check_shape(ids.shape, src_shape, path, "labelIds")
     classes = np.asarray(cfg.lut, np.int16)[ids]
     if np.any(classes == NOT_A_LABEL_ID):
       bad = np.unique(ids[classes == NOT_A_LABEL_ID])[:5].tolist()
-      raise common.ConversionError(path, f"label ids {bad} are not Cityscapes label ids "
+      raise reading.ConversionError(path, f"label ids {bad} are not Cityscapes label ids "
                                          "(expected 0..33)")
-    labels[tasks_lib.SEMSEG] = common.resize_nearest(classes, cfg.height, cfg.width)
+    labels[tasks_lib.SEMSEG] = checks.resize_nearest(classes, cfg.height, cfg.width)
   if tasks_lib.DEPTH in cfg.tasks:
     path = item.paths[tasks_lib.DEPTH]
-    raw = common.png_array(common.load_png(path), path, 16)
-    common.check_shape(raw.shape, src_shape, path, "disparity")
-    labels[tasks_lib.DEPTH] = common.resize_nearest(
+    raw = reading.png_array(reading.load_png(path), path, 16)
+    checks.check_shape(raw.shape, src_shape, path, "disparity")
+    labels[tasks_lib.DEPTH] = checks.resize_nearest(
         disparity_pixels(raw, cfg.width / src_shape[1]), cfg.height, cfg.width)
   return schema.encode_example(item.key, image, labels)
 
@@ -172,12 +175,12 @@ def raw_root(src: str, role: str) -> str:
 def list_raw_split(src: str, split: str, tasks) -> tuple:
   """Items of one split of the official layout, keyed "<split>/<city>_<seq>_<frame>".
 
-  Returns: (items, problems) as common.pair_up.
+  Returns: (items, problems) as reading.pair_up.
   """
   roles = ("image",) + tuple(tasks)
   files = {role: {} for role in roles}
   for role in roles:
-    root = common.require_dir(os.path.join(raw_root(src, role), split),
+    root = reading.require_dir(os.path.join(raw_root(src, role), split),
                               f"{RAW_ROOT[role]} of split {split!r}")
     cities = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     for city in cities:
@@ -189,8 +192,8 @@ def list_raw_split(src: str, split: str, tasks) -> tuple:
     city = stem.rsplit("_", 2)[0]  # <city>_<seq>_<frame>
     return os.path.join(raw_root(src, role), split, city, stem + RAW_SUFFIX[role])
 
-  matched, problems = common.pair_up(files, expected)
-  return [common.Item(f"{split}/{stem}", paths) for stem, paths in matched], problems
+  matched, problems = reading.pair_up(files, expected)
+  return [reading.Item(f"{split}/{stem}", paths) for stem, paths in matched], problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +202,8 @@ def list_raw_split(src: str, split: str, tasks) -> tuple:
 
 def run(fv: flags.FlagValues):
   """Converts with the parsed flags; returns the Manifest (None if already converted)."""
-  tasks = common.parse_tasks(fv.tasks, ALLOWED_TASKS)
-  splits = common.csv_list(fv.splits)
+  tasks = cli.parse_tasks(fv.tasks, ALLOWED_TASKS)
+  splits = cli.list_flag(fv.splits)
   src = os.path.abspath(fv.src)
   params = {"src": src, "layout": fv.layout, "tasks": tasks, "splits": splits,
             "height": fv.height, "width": fv.width, "num_shards": fv.num_shards,
@@ -218,11 +221,11 @@ def run(fv: flags.FlagValues):
   else:
     params["ignore_in_eval"] = fv.ignore_in_eval
     lut = category_lut(cityscapes_label_table(), fv.ignore_in_eval)
-    common.require_dir(src, "--src")
+    reading.require_dir(src, "--src")
     items, problems = {}, []
     for split in splits:
       split_items, bad = list_raw_split(src, split, tasks)
-      problems += common.raise_or_keep(bad, fv.skip_bad)
+      problems += reading.raise_or_keep(bad, fv.skip_bad)
       items[split] = split_items
     cfg = RawConfig(tasks=tasks, height=fv.height, width=fv.width, lut=tuple(lut.tolist()))
     convert = functools.partial(convert_raw_item, cfg)
@@ -232,13 +235,13 @@ def run(fv: flags.FlagValues):
                            + (", ignoreInEval -> -1" if fv.ignore_in_eval else "")
                            + "; resized nearest-neighbour",
              "image_note": "leftImg8bit resized with Pillow bilinear (antialiased)"}
-  info = common.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "disparity")
-  return common.convert_splits(info, fv.out_dir, items, convert, params, fv.num_shards,
+  info = writing.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "disparity")
+  return writing.convert_splits(info, fv.out_dir, items, convert, params, fv.num_shards,
                                fv.num_workers, fv.skip_bad, fv.overwrite, problems, extra)
 
 
 def main(argv) -> int:
-  return common.cli_main(build_flags, run, argv)
+  return cli.cli_main(build_flags, run, argv)
 
 
 if __name__ == "__main__":

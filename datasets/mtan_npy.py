@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
 
-from datasets import common
+from datasets import checks
+from datasets import reading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +43,15 @@ def list_split(src: str, split: str, folders: Mapping[str, str]) -> tuple:
   Raises:
     ConversionError naming a missing split or role folder.
   """
-  split_dir = common.require_dir(os.path.join(src, split), f"split {split!r}")
+  split_dir = reading.require_dir(os.path.join(src, split), f"split {split!r}")
   files = {}
   for role, folder in folders.items():
-    folder_dir = common.require_dir(os.path.join(split_dir, folder), f"{role} of split {split!r}")
+    folder_dir = reading.require_dir(os.path.join(split_dir, folder), f"{role} of split {split!r}")
     files[role] = {name[:-4]: os.path.join(folder_dir, name)
                    for name in os.listdir(folder_dir) if name.endswith(".npy")}
-  matched, problems = common.pair_up(
+  matched, problems = reading.pair_up(
       files, lambda role, stem: os.path.join(split_dir, folders[role], stem + ".npy"))
-  items = [common.Item(example_key(split, stem), paths) for stem, paths in matched]
+  items = [reading.Item(example_key(split, stem), paths) for stem, paths in matched]
   return items, problems
 
 
@@ -58,7 +59,7 @@ def example_key(split: str, stem: str) -> str:
   return f"{split}/{int(stem):06d}" if stem.isdigit() else f"{split}/{stem}"
 
 
-def convert_item(cfg: NpyConfig, item: common.Item) -> bytes:
+def convert_item(cfg: NpyConfig, item: reading.Item) -> bytes:
   """Reads the .npy files of one Item and returns its serialized record.
 
   Raises:
@@ -66,18 +67,18 @@ def convert_item(cfg: NpyConfig, item: common.Item) -> bytes:
   """
   shape = (cfg.height, cfg.width)
   path = item.paths["image"]
-  image = common.float_image_to_uint8(common.load_npy(path), path, shape)
+  image = checks.float_image_to_uint8(reading.load_npy(path), path, shape)
   labels = {}
   if tasks_lib.SEMSEG in cfg.tasks:
     path = item.paths[tasks_lib.SEMSEG]
-    labels[tasks_lib.SEMSEG] = common.class_map(common.load_npy(path), path, cfg.num_classes,
+    labels[tasks_lib.SEMSEG] = checks.class_map(reading.load_npy(path), path, cfg.num_classes,
                                                 shape)
   if tasks_lib.DEPTH in cfg.tasks:
     path = item.paths[tasks_lib.DEPTH]
-    labels[tasks_lib.DEPTH] = common.nonnegative_map(common.load_npy(path), path, "depth", shape)
+    labels[tasks_lib.DEPTH] = checks.nonnegative_map(reading.load_npy(path), path, "depth", shape)
   if tasks_lib.NORMALS in cfg.tasks:
     path = item.paths[tasks_lib.NORMALS]
-    labels[tasks_lib.NORMALS] = common.unit_normals(common.load_npy(path), path, shape,
+    labels[tasks_lib.NORMALS] = checks.unit_normals(reading.load_npy(path), path, shape,
                                                     cfg.normals_min_norm)
   return schema.encode_example(item.key, image, labels)
 
@@ -88,10 +89,10 @@ def list_splits(src: str, splits: Sequence[str], folders: Mapping[str, str],
 
   Returns: ({split: items}, problems).
   """
-  common.require_dir(src, "--src")
+  reading.require_dir(src, "--src")
   out, problems = {}, []
   for split in splits:
     items, bad = list_split(src, split, folders)
-    problems += common.raise_or_keep(bad, skip_bad)
+    problems += reading.raise_or_keep(bad, skip_bad)
     out[split] = items
   return out, problems

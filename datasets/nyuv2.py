@@ -23,8 +23,9 @@ from absl import flags
 
 from sdmtcnn_tf import tasks as tasks_lib
 
-from datasets import common
+from datasets import cli
 from datasets import mtan_npy
+from datasets import writing
 
 DATASET = "nyuv2"
 # The 13-class NYUv2 set of ankurhanda/nyuv2-meta-data (class ids 1..13 there, 0..12 here).
@@ -37,10 +38,11 @@ ALLOWED_TASKS = (tasks_lib.SEMSEG, tasks_lib.DEPTH, tasks_lib.NORMALS)
 
 def build_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
-  common.define_common_flags(fv)
-  flags.DEFINE_string("tasks", "semseg,depth,normals", "Tasks to store: 'semseg,depth,normals' "
-                      "(3-task setting) or 'semseg,depth' (the 2-task table).", flag_values=fv)
-  flags.DEFINE_string("splits", "train,val", "Split folders to convert.", flag_values=fv)
+  cli.define_common_flags(fv)
+  flags.DEFINE_list("tasks", ["semseg", "depth", "normals"], "Tasks to store: "
+                    "'semseg,depth,normals' (3-task setting) or 'semseg,depth' (the 2-task "
+                    "table).", flag_values=fv)
+  flags.DEFINE_list("splits", ["train", "val"], "Split folders to convert.", flag_values=fv)
   flags.DEFINE_integer("height", 288, "Image height every array must have.", flag_values=fv)
   flags.DEFINE_integer("width", 384, "Image width every array must have.", flag_values=fv)
   flags.DEFINE_float("normals_min_norm", 0.5, "Normal vectors shorter than this are stored as "
@@ -50,8 +52,8 @@ def build_flags() -> flags.FlagValues:
 
 def run(fv: flags.FlagValues):
   """Converts with the parsed flags; returns the Manifest (None if already converted)."""
-  tasks = common.parse_tasks(fv.tasks, ALLOWED_TASKS)
-  splits = common.csv_list(fv.splits)
+  tasks = cli.parse_tasks(fv.tasks, ALLOWED_TASKS)
+  splits = cli.list_flag(fv.splits)
   src = os.path.abspath(fv.src)
   folders = {"image": FOLDERS["image"], **{t: FOLDERS[t] for t in tasks}}
   items, problems = mtan_npy.list_splits(src, splits, folders, fv.skip_bad)
@@ -60,17 +62,17 @@ def run(fv: flags.FlagValues):
   params = {"src": src, "layout": "mtan_npy", "tasks": tasks, "splits": splits,
             "height": fv.height, "width": fv.width, "normals_min_norm": fv.normals_min_norm,
             "num_shards": fv.num_shards, "skip_bad": fv.skip_bad}
-  info = common.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "metres")
+  info = writing.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "metres")
   extra = {"notes": "MTAN pre-processed NYUv2 (.npy); image [0,1] float -> uint8 by round(x*255); "
                     "labels as stored (13 classes, -1 ignore); depth metres as stored; normals "
                     f"renormalised, shorter than {fv.normals_min_norm} -> invalid"}
-  return common.convert_splits(
+  return writing.convert_splits(
       info, fv.out_dir, items, functools.partial(mtan_npy.convert_item, cfg), params,
       fv.num_shards, fv.num_workers, fv.skip_bad, fv.overwrite, problems, extra)
 
 
 def main(argv) -> int:
-  return common.cli_main(build_flags, run, argv)
+  return cli.cli_main(build_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-r"""Generates the built-in synthetic dataset (see sdmtcnn_tf/data/synthetic.py).
+r"""Generates the built-in synthetic dataset (see sdmtcnn_tf/data/synthetic/).
 
   python -m datasets.synthetic --out_dir=data/synthetic --num_train=64 --num_val=16 \
       --height=288 --width=384 --seed=0 [--tasks=semseg,depth,normals,keypoints,edges] \
@@ -29,17 +29,20 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   """
   if "num_train" in flag_values:  # already defined (idempotent, like config.define_flags)
     return
-  fv = {"flag_values": flag_values}
-  flags.DEFINE_string("out_dir", None, "Output folder for the shards and manifest.json.", **fv)
-  flags.DEFINE_integer("num_train", 64, "Training images.", lower_bound=0, **fv)
-  flags.DEFINE_integer("num_val", 16, "Validation images.", lower_bound=0, **fv)
-  flags.DEFINE_integer("height", 288, "Image height in pixels.", lower_bound=2, **fv)
-  flags.DEFINE_integer("width", 384, "Image width in pixels.", lower_bound=2, **fv)
-  flags.DEFINE_integer("seed", 0, "Dataset seed: same seed, same bytes.", lower_bound=0, **fv)
-  flags.DEFINE_list("tasks", list(tasks_lib.ALL_TASKS), "Tasks whose labels are stored.", **fv)
+  fv = flag_values
+  flags.DEFINE_string("out_dir", None, "Output folder for the shards and manifest.json.",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_train", 64, "Training images.", lower_bound=0, flag_values=fv)
+  flags.DEFINE_integer("num_val", 16, "Validation images.", lower_bound=0, flag_values=fv)
+  flags.DEFINE_integer("height", 288, "Image height in pixels.", lower_bound=2, flag_values=fv)
+  flags.DEFINE_integer("width", 384, "Image width in pixels.", lower_bound=2, flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Dataset seed: same seed, same bytes.", lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_list("tasks", list(tasks_lib.ALL_TASKS), "Tasks whose labels are stored.",
+                    flag_values=fv)
   flags.DEFINE_integer("num_shards", 2, "Shards per split (at most one per example).",
-                       lower_bound=1, **fv)
-  flags.mark_flag_as_required("out_dir", flag_values=flag_values)
+                       lower_bound=1, flag_values=fv)
+  flags.mark_flag_as_required("out_dir", flag_values=fv)
 
 
 def main(argv) -> None:

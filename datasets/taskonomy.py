@@ -45,7 +45,10 @@ from absl import flags
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
 
-from datasets import common
+from datasets import checks
+from datasets import cli
+from datasets import reading
+from datasets import writing
 
 DATASET = "taskonomy"
 FOLDERS = {"image": "rgb", tasks_lib.SEMSEG: "segment_semantic",
@@ -66,16 +69,14 @@ DEPTH_UNITS_PER_METRE = 512.0
 
 def build_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
-  common.define_common_flags(fv)
-  flags.DEFINE_string("tasks", "semseg,depth,normals,keypoints,edges", "Tasks to store.",
-                      flag_values=fv)
+  cli.define_common_flags(fv)
+  flags.DEFINE_list("tasks", ["semseg", "depth", "normals", "keypoints", "edges"],
+                    "Tasks to store.", flag_values=fv)
   flags.DEFINE_enum("layout", "auto", ["auto", *LAYOUTS], "Folder order under --src "
                     "(see the module docstring).", flag_values=fv)
-  flags.DEFINE_string("train_buildings", "", "Comma list of training buildings.",
-                      flag_values=fv)
-  flags.DEFINE_string("val_buildings", "", "Comma list of validation buildings.",
-                      flag_values=fv)
-  flags.DEFINE_string("test_buildings", "", "Comma list of test buildings.", flag_values=fv)
+  flags.DEFINE_list("train_buildings", [], "Training buildings.", flag_values=fv)
+  flags.DEFINE_list("val_buildings", [], "Validation buildings.", flag_values=fv)
+  flags.DEFINE_list("test_buildings", [], "Test buildings.", flag_values=fv)
   flags.DEFINE_string("split_file", None, "Text/CSV file of `building,split` lines ('#' "
                       "comments and blank lines allowed); replaces the *_buildings flags.",
                       flag_values=fv)
@@ -100,7 +101,7 @@ def build_flags() -> flags.FlagValues:
 def read_split_file(path: str) -> dict:
   """`building,split` lines -> {split: [buildings]} (file order kept)."""
   if not os.path.isfile(path):
-    raise common.ConversionError(path, "missing --split_file")
+    raise reading.ConversionError(path, "missing --split_file")
   out = {}
   seen = {}
   with open(path) as f:
@@ -110,22 +111,22 @@ def read_split_file(path: str) -> dict:
         continue
       parts = [p.strip() for p in line.replace("\t", ",").split(",")]
       if len(parts) != 2 or not all(parts):
-        raise common.ConversionError(path, f"line {n}: expected 'building,split', got {line!r}")
+        raise reading.ConversionError(path, f"line {n}: expected 'building,split', got {line!r}")
       building, split = parts
       if building in seen:
-        raise common.ConversionError(path, f"line {n}: building {building!r} listed twice")
+        raise reading.ConversionError(path, f"line {n}: building {building!r} listed twice")
       seen[building] = split
       out.setdefault(split, []).append(building)
   if not out:
-    raise common.ConversionError(path, "lists no buildings")
+    raise reading.ConversionError(path, "lists no buildings")
   return out
 
 
 def building_splits(fv: flags.FlagValues) -> dict:
   """{split: [buildings]} from --split_file or the --*_buildings flags (exactly one)."""
-  lists = {"train": common.csv_list(fv.train_buildings),
-           "val": common.csv_list(fv.val_buildings),
-           "test": common.csv_list(fv.test_buildings)}
+  lists = {"train": cli.list_flag(fv.train_buildings),
+           "val": cli.list_flag(fv.val_buildings),
+           "test": cli.list_flag(fv.test_buildings)}
   lists = {k: v for k, v in lists.items() if v}
   if fv.split_file and lists:
     raise ValueError("pass either --split_file or --train_buildings/--val_buildings/"
@@ -174,7 +175,7 @@ def role_folders(tasks, mask_normals: bool) -> dict:
 def list_building(src: str, layout: str, split: str, building: str, roles: dict,
                   max_views: int) -> tuple:
   """Items of one building keyed "<split>/<building>/<stem>"; (items, problems)."""
-  dirs = {role: common.require_dir(building_dir(src, layout, folder, building),
+  dirs = {role: reading.require_dir(building_dir(src, layout, folder, building),
                                    f"{folder} of building {building!r}")
           for role, folder in roles.items()}
   files, misnamed = {}, {}
@@ -195,10 +196,10 @@ def list_building(src: str, layout: str, split: str, building: str, roles: dict,
                f"*{file_name(roles[role], '')})")
     return path
 
-  matched, problems = common.pair_up(files, expected)
+  matched, problems = reading.pair_up(files, expected)
   if max_views > 0:
     matched = matched[:max_views]
-  items = [common.Item(f"{split}/{building}/{stem}", paths) for stem, paths in matched]
+  items = [reading.Item(f"{split}/{building}/{stem}", paths) for stem, paths in matched]
   return items, problems
 
 
@@ -219,46 +220,46 @@ class Config:
 
 
 def decode_rgb(path: str) -> np.ndarray:
-  img = common.load_png(path)
+  img = reading.load_png(path)
   if img.mode != "RGB":
-    raise common.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
+    raise reading.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
   return np.asarray(img, dtype=np.uint8)
 
 
 def decode_semseg(path: str) -> np.ndarray:
   """segment_semantic PNG -> int16 [H, W]: 0 (uncertain) -> -1, label l in 1..17 -> l - 1."""
-  raw = common.png_array(common.load_png(path), path, 8)
+  raw = reading.png_array(reading.load_png(path), path, 8)
   if raw.size and raw.max() >= NUM_SOURCE_LABELS:
     bad = np.unique(raw[raw >= NUM_SOURCE_LABELS])[:5].tolist()
-    raise common.ConversionError(path, f"label values {bad} outside 0..{NUM_SOURCE_LABELS - 1}")
+    raise reading.ConversionError(path, f"label values {bad} outside 0..{NUM_SOURCE_LABELS - 1}")
   return raw.astype(np.int16) - 1
 
 
 def decode_depth(path: str) -> np.ndarray:
   """depth_zbuffer PNG -> float32 [H, W] metres, 0 = missing."""
-  raw = common.png_array(common.load_png(path), path, 16)
+  raw = reading.png_array(reading.load_png(path), path, 16)
   return np.where(raw == DEPTH_MISSING, 0.0, raw / DEPTH_UNITS_PER_METRE).astype(np.float32)
 
 
 def decode_normals(path: str, min_norm: float) -> np.ndarray:
   """normal PNG -> float32 [H, W, 3] unit vectors, all-zero = invalid (see module docstring)."""
-  img = common.load_png(path)
+  img = reading.load_png(path)
   if img.mode != "RGB":
-    raise common.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
+    raise reading.ConversionError(path, f"expected an 8-bit RGB PNG, got mode {img.mode!r}")
   normals = np.asarray(img, dtype=np.float32) / 255.0 * 2.0 - 1.0
-  return common.renormalise(normals, min_norm)
+  return checks.renormalise(normals, min_norm)
 
 
 def decode_heatmap(path: str, scale: float) -> np.ndarray:
   """keypoints2d / edge_texture 16-bit PNG -> float32 [H, W] = value / scale, in [0, 1]."""
-  value = common.png_array(common.load_png(path), path, 16) / scale
+  value = reading.png_array(reading.load_png(path), path, 16) / scale
   if value.size and value.max() > 1.0:
-    raise common.ConversionError(path, f"values / --label_scale={scale:g} exceed 1 "
+    raise reading.ConversionError(path, f"values / --label_scale={scale:g} exceed 1 "
                                        f"(max {value.max():.4g})")
   return value.astype(np.float32)
 
 
-def convert_item(cfg: Config, item: common.Item) -> bytes:
+def convert_item(cfg: Config, item: reading.Item) -> bytes:
   """Decodes, resizes and serializes one view (see the module docstring).
 
   Every label map must have the rgb image's size (they are resized the same way).
@@ -268,7 +269,7 @@ def convert_item(cfg: Config, item: common.Item) -> bytes:
   source_shape = rgb.shape[:2]
 
   def same_size(value, role):
-    common.check_shape(value.shape[:2], source_shape, item.paths[role], f"{role} map "
+    checks.check_shape(value.shape[:2], source_shape, item.paths[role], f"{role} map "
                        "(must match rgb)")
     return value
 
@@ -276,24 +277,24 @@ def convert_item(cfg: Config, item: common.Item) -> bytes:
   depth = None
   depth_role = tasks_lib.DEPTH if tasks_lib.DEPTH in item.paths else DEPTH_ROLE
   if depth_role in item.paths and (tasks_lib.DEPTH in cfg.tasks or cfg.normals_mask_from_depth):
-    depth = common.resize_nearest(
+    depth = checks.resize_nearest(
         same_size(decode_depth(item.paths[depth_role]), depth_role), h, w)
   if tasks_lib.SEMSEG in cfg.tasks:
-    labels[tasks_lib.SEMSEG] = common.resize_nearest(
+    labels[tasks_lib.SEMSEG] = checks.resize_nearest(
         same_size(decode_semseg(item.paths[tasks_lib.SEMSEG]), tasks_lib.SEMSEG), h, w)
   if tasks_lib.DEPTH in cfg.tasks:
     labels[tasks_lib.DEPTH] = depth
   if tasks_lib.NORMALS in cfg.tasks:
     normals = decode_normals(item.paths[tasks_lib.NORMALS], cfg.normals_min_norm)
-    normals = common.resize_nearest(same_size(normals, tasks_lib.NORMALS), h, w)
+    normals = checks.resize_nearest(same_size(normals, tasks_lib.NORMALS), h, w)
     if cfg.normals_mask_from_depth and depth is not None:
       normals = np.where((depth > 0)[..., None], normals, 0.0).astype(np.float32)
     labels[tasks_lib.NORMALS] = normals
   for task in (tasks_lib.KEYPOINTS, tasks_lib.EDGES):
     if task in cfg.tasks:
       heat = same_size(decode_heatmap(item.paths[task], cfg.label_scale), task)
-      labels[task] = common.resize_float_bilinear(heat, h, w)
-  image = common.resize_image_bilinear(rgb, h, w)
+      labels[task] = checks.resize_float_bilinear(heat, h, w)
+  image = checks.resize_image_bilinear(rgb, h, w)
   return schema.encode_example(item.key, image, labels)
 
 
@@ -303,11 +304,11 @@ def convert_item(cfg: Config, item: common.Item) -> bytes:
 
 def run(fv: flags.FlagValues):
   """Converts with the parsed flags; returns the Manifest (None if already converted)."""
-  tasks = common.parse_tasks(fv.tasks, tasks_lib.ALL_TASKS)
+  tasks = cli.parse_tasks(fv.tasks, tasks_lib.ALL_TASKS)
   if fv.label_scale <= 0:
     raise ValueError(f"--label_scale must be > 0, got {fv.label_scale}")
   src = os.path.abspath(fv.src)
-  common.require_dir(src, "--src")
+  reading.require_dir(src, "--src")
   splits = building_splits(fv)
   layout = resolve_layout(src, fv.layout)
   roles = role_folders(tasks, fv.normals_mask_from_depth)
@@ -316,7 +317,7 @@ def run(fv: flags.FlagValues):
     items[split] = []
     for building in buildings:
       found, bad = list_building(src, layout, split, building, roles, fv.max_per_building)
-      problems += common.raise_or_keep(bad, fv.skip_bad)
+      problems += reading.raise_or_keep(bad, fv.skip_bad)
       items[split] += found
   cfg = Config(tasks=tasks, height=fv.height, width=fv.width, label_scale=fv.label_scale,
                normals_min_norm=fv.normals_min_norm,
@@ -338,14 +339,14 @@ def run(fv: flags.FlagValues):
       "heatmap_note": f"keypoints2d, edge_texture: value / {fv.label_scale:g}; bilinear resize",
       "image_note": "rgb resized with Pillow bilinear (antialiased)",
   }
-  info = common.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "metres")
-  return common.convert_splits(info, fv.out_dir, items, functools.partial(convert_item, cfg),
+  info = writing.DatasetInfo(DATASET, fv.height, fv.width, tasks, CLASS_NAMES, "metres")
+  return writing.convert_splits(info, fv.out_dir, items, functools.partial(convert_item, cfg),
                                params, fv.num_shards, fv.num_workers, fv.skip_bad,
                                fv.overwrite, problems, extra)
 
 
 def main(argv) -> int:
-  return common.cli_main(build_flags, run, argv)
+  return cli.cli_main(build_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
 
 For every shard: SHA-256 and record count against manifest.json, then every record decoded
 with `schema.decode_example` (size errors name the feature), keys unique within the split,
-class ids within -1..C-1. Per split and task it prints: semseg class histogram and valid
-fraction; depth valid fraction and min/max/mean of valid pixels; normals valid fraction and
-mean length of valid vectors; keypoints/edges mean, min, max. Exits 1 listing every problem
+each label map checked by its task (Task.check_label: class ids within -1..C-1, no negative
+depth, finite values). Per split and task it prints the valid fraction and a class histogram
+(class maps) or the min/max/mean of the valid values (Task.described_values: the vector length
+for normals). Exits 1 listing every problem
 (with the shard path) if anything disagrees, 0 otherwise.
 """
 
@@ -25,15 +26,14 @@ from tqdm import tqdm
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
 
-from datasets import common
+from datasets import cli
 
 
 def build_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
   flags.DEFINE_string("data_dir", None, "Converted dataset folder (holds manifest.json).",
                       flag_values=fv)
-  flags.DEFINE_string("splits", "", "Comma list of splits to check; empty = all.",
-                      flag_values=fv)
+  flags.DEFINE_list("splits", [], "Splits to check; empty = all.", flag_values=fv)
   flags.mark_flag_as_required("data_dir", flag_values=fv)
   return fv
 
@@ -60,34 +60,24 @@ class TaskStats:
     return out
 
 
-def _update(stats: TaskStats, task: str, value: np.ndarray, num_classes: int) -> str | None:
-  """Adds one label map to `stats`; returns a problem description or None."""
-  if task == tasks_lib.SEMSEG:
-    bad = (value < tasks_lib.IGNORE_LABEL) | (value >= num_classes)
-    if np.any(bad):
-      return f"semseg values {np.unique(value[bad])[:5].tolist()} outside -1..{num_classes - 1}"
-    valid = value[value >= 0]
-    stats.histogram += np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
-    stats.pixels += value.size
-    stats.valid += valid.size
+def _update(stats: TaskStats, task: tasks_lib.Task, value: np.ndarray,
+            num_classes: int) -> str | None:
+  """Adds one label map to `stats`; returns the task's description of a problem, or None."""
+  problem = task.check_label(value, num_classes)
+  if problem:
+    return problem
+  label = value.reshape((1,) + value.shape[:2] + (-1,))
+  valid = task.valid_mask_np(label)[0]
+  stats.pixels += valid.size
+  stats.valid += int(valid.sum())
+  if stats.histogram is not None:
+    stats.histogram += np.bincount(value[valid].ravel(), minlength=num_classes)[:num_classes]
     return None
-  if task == tasks_lib.NORMALS:
-    norm = np.linalg.norm(value, axis=-1)
-    valid = norm[np.any(value != 0, axis=-1)]
-    stats.pixels += norm.size
-  elif task == tasks_lib.DEPTH:
-    valid = value[value > 0]
-    stats.pixels += value.size
-    if np.any(value < 0):
-      return "depth holds negative values"
-  else:
-    valid = value
-    stats.pixels += value.size
-  stats.valid += valid.size
-  if valid.size:
-    stats.total += float(valid.sum(dtype=np.float64))
-    stats.minimum = min(stats.minimum, float(valid.min()))
-    stats.maximum = max(stats.maximum, float(valid.max()))
+  described = task.described_values(label[0][valid])
+  if described.size:
+    stats.total += float(described.sum(dtype=np.float64))
+    stats.minimum = min(stats.minimum, float(described.min()))
+    stats.maximum = max(stats.maximum, float(described.max()))
   return None
 
 
@@ -97,6 +87,11 @@ def _short_tf_message(error: tf.errors.OpError) -> str:
   text = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", text)
   text = re.sub(r"\s*\[Op:[^\]]*\].*$", "", text)
   return text or type(error).__name__
+
+
+def _task_args(task: str, manifest: schema.Manifest) -> dict:
+  """Constructor arguments of a task as the manifest configures it (its class count)."""
+  return {"num_classes": manifest.num_classes} if tasks_lib.task_class(task).uses_classes else {}
 
 
 def verify_shard(path: str, info: schema.ShardInfo, manifest: schema.Manifest,
@@ -114,6 +109,7 @@ def verify_shard(path: str, info: schema.ShardInfo, manifest: schema.Manifest,
                   "the shard is corrupt or was modified")
   count = 0
   tasks = list(manifest.tasks)
+  task_objects = {t: tasks_lib.task_class(t)(**_task_args(t, manifest)) for t in tasks}
   dataset = tf.data.TFRecordDataset(path).map(
       lambda r: schema.decode_example(r, manifest.height, manifest.width, tasks))
   iterator = iter(dataset)
@@ -132,7 +128,7 @@ def verify_shard(path: str, info: schema.ShardInfo, manifest: schema.Manifest,
       errors.append(f"{path}: duplicate key {key!r}")
     keys.add(key)
     for task, value in labels.items():
-      problem = _update(stats[task], task, value.numpy(), manifest.num_classes)
+      problem = _update(stats[task], task_objects[task], value.numpy(), manifest.num_classes)
       if problem:
         errors.append(f"{path}: record {key!r}: {problem}")
     count += 1
@@ -157,8 +153,9 @@ def verify(data_dir: str, splits=None) -> tuple:
   for split in splits:
     shards = manifest.split_shards(split)
     stats = {t: TaskStats() for t in manifest.tasks}
-    if tasks_lib.SEMSEG in stats:
-      stats[tasks_lib.SEMSEG].histogram = np.zeros(manifest.num_classes, np.int64)
+    for t, s in stats.items():
+      if tasks_lib.task_class(t).uses_classes:
+        s.histogram = np.zeros(manifest.num_classes, np.int64)
     keys = set()
     count = 0
     for info in tqdm(shards, desc=f"verify {split}", unit="shard", disable=None,
@@ -176,23 +173,21 @@ def format_report(manifest: schema.Manifest, report: dict) -> str:
   for split, rep in report.items():
     lines.append(f"[{split}] {rep['examples']} examples in {rep['shards']} shard(s)")
     for task, s in rep["tasks"].items():
-      if task == tasks_lib.SEMSEG:
+      if "class_histogram" in s:
         total = sum(s["class_histogram"]) or 1
         hist = ", ".join(f"{name} {100 * n / total:.1f}%"
                          for name, n in zip(manifest.class_names, s["class_histogram"]))
-        lines.append(f"  semseg: valid {100 * s['valid_fraction']:.1f}% | {hist}")
-      elif task == tasks_lib.NORMALS:
-        lines.append(f"  normals: valid {100 * s['valid_fraction']:.1f}% | |n| mean "
-                     f"{s['mean']:.4f} min {s['min']:.4f} max {s['max']:.4f}")
+        lines.append(f"  {task}: valid {100 * s['valid_fraction']:.1f}% | {hist}")
       else:
-        lines.append(f"  {task}: valid {100 * s['valid_fraction']:.1f}% | min {s['min']:.4g} "
-                     f"max {s['max']:.4g} mean {s['mean']:.4g}")
+        what = tasks_lib.task_class(task).described_as
+        lines.append(f"  {task}: valid {100 * s['valid_fraction']:.1f}% | {what} min "
+                     f"{s['min']:.4g} max {s['max']:.4g} mean {s['mean']:.4g}")
   return "\n".join(lines)
 
 
 def run(fv: flags.FlagValues) -> int:
   manifest = schema.read_manifest(fv.data_dir)
-  errors, report = verify(fv.data_dir, common.csv_list(fv.splits) or None)
+  errors, report = verify(fv.data_dir, cli.list_flag(fv.splits) or None)
   print(format_report(manifest, report))
   if errors:
     print(f"FAILED: {len(errors)} problem(s):", file=sys.stderr)
@@ -204,7 +199,7 @@ def run(fv: flags.FlagValues) -> int:
 
 
 def main(argv) -> int:
-  fv = common.parse_flags(build_flags(), argv)
+  fv = cli.parse_flags(build_flags(), argv)
   try:
     return run(fv)
   except (FileNotFoundError, schema.SchemaError) as e:

@@ -27,16 +27,8 @@ flags.DEFINE_integer("batch", 0, "Batch size; 0 = the config's.")
 
 def _random_batch(cfg, batch: int, rng):
   image = rng.random((batch, cfg.height, cfg.width, 3), dtype=np.float32)
-  labels = {}
-  for spec in cfg.task_specs:
-    if spec.name == "semseg":
-      labels[spec.name] = rng.integers(-1, cfg.num_classes, (batch, cfg.height, cfg.width),
-                                       dtype=np.int32)
-    elif spec.name == "normals":
-      n = rng.normal(size=(batch, cfg.height, cfg.width, 3)).astype(np.float32)
-      labels[spec.name] = n / np.linalg.norm(n, axis=-1, keepdims=True)
-    else:
-      labels[spec.name] = rng.random((batch, cfg.height, cfg.width, 1), dtype=np.float32)
+  labels = {task.name: task.random_label(rng, batch, cfg.height, cfg.width)
+            for task in cfg.task_specs}
   return image, labels
 
 

@@ -20,15 +20,17 @@ class NonFiniteLossError(RuntimeError):
   """A loss term became NaN or infinite, or the total loss exceeded --max_loss."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-  """Stops training at the first step whose logged loss terms are not finite.
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+  """Keras' TerminateOnNaN (raise_error=True: no later callback saves the bad state), with an
+  error that names the epoch, the step, the offending loss term(s) and what a rerun starts
+  from; a finite total above --max_loss (divergence) stops training the same way.
 
   Must run before the callbacks that save state (it is listed first), so the last good backup
-  and checkpoint are kept. The error names the epoch, the step and the offending term(s).
+  and checkpoint are kept.
   """
 
   def __init__(self, checkpoint_hint: str = "", max_loss: float = math.inf):
-    super().__init__()
+    super().__init__(raise_error=True)
     self.checkpoint_hint = checkpoint_hint
     self.max_loss = max_loss  # a finite total above this means the run diverged (--max_loss)
     self._epoch = 0
@@ -46,7 +48,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
       return "no backup or checkpoint had been written yet (a rerun starts over)"
     return f"the last good state is kept in {' and '.join(kept)}"
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_batch_end(self, batch, logs=None):
     logs = logs or {}
     total = float(logs["loss"]) if "loss" in logs else math.nan
     if math.isfinite(total) and total <= self.max_loss:

@@ -16,85 +16,121 @@ from absl import flags
 
 from sdmtcnn_tf import tasks as tasks_lib
 
-METHODS = ("vanilla", "sd_vanilla", "traditional_kd", "sd_mtcnn")
-DISTILLS = ("none", "eq5", "eq6", "both")
+DISTILLS = ("none", "eq5", "eq6")
 BACKBONES = ("segnet", "unet")
 DECODERS = ("per_task", "shared")
-DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy")
+DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy", "custom")
 DISTRIBUTIONS = ("default", "mirrored")
 ADAPTATIONS = ("conv1x1", "bottleneck")
 OPTIMIZERS = ("adam", "sgd")
+
+
+def option(default, help_text: str):
+  """A config field with its default and the help text of its absl flag (same name)."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """Everything that defines a run. Units: learning rate per step, sizes in pixels."""
 
-  model_dir: str = ""
-  data_dir: str = ""
-  dataset: str = "synthetic"
-  tasks: tuple = ("semseg", "depth", "normals")
-  num_classes: int = 13
-  height: int = 288
-  width: int = 384
+  model_dir: str = option("", "Run directory: checkpoints, logs, results, exports.")
+  data_dir: str = option("", "Folder with the converted TFRecords and manifest.json.")
+  dataset: str = option("synthetic", "Dataset the config is for; 'synthetic' is generated into "
+                                     "--data_dir if absent; 'custom' = records you wrote yourself "
+                                     "in the schema of data/schema.py.")
+  tasks: tuple = option(("semseg", "depth", "normals"), "Comma list of tasks: semseg, depth, "
+                                                        "normals, keypoints, edges (or a "
+                                                        "registered task, see sdmtcnn_tf/tasks).")
+  num_classes: int = option(13, "Semantic classes (NYUv2 13, CityScapes 7, synthetic 13).")
+  height: int = option(288, "Input/label height in pixels (multiple of 32).")
+  width: int = option(384, "Input/label width in pixels (multiple of 32).")
   # optimisation
-  batch_size: int = 2
-  epochs: int = 100
-  steps_per_epoch: int = 0  # 0 = one pass over the training split
-  learning_rate: float = 1e-4
-  lr_decay_epochs: int = 100  # halve the rate every this many epochs (MTAN: 100); 0 = never
-  task_weights: tuple = ()  # empty = 1.0 for every task
-  optimizer: str = "adam"
-  seed: int = 0
-  data_seed: int = 0  # seed of the generated synthetic dataset (not the training seed)
-  deterministic: bool = False
-  augment: bool = False
-  shuffle_buffer: int = 256
+  batch_size: int = option(2, "Global training batch size (split over replicas).")
+  epochs: int = option(100, "Training epochs.")
+  steps_per_epoch: int = option(0, "Steps per epoch; 0 = one pass over the training split.")
+  learning_rate: float = option(1e-4, "Learning rate.")
+  lr_decay_epochs: int = option(100, "Halve the learning rate every this many epochs (MTAN: "
+                                     "StepLR(100, 0.5)); 0 = never decay. The schedule counts "
+                                     "optimizer steps, which the backup saves, so a resumed run "
+                                     "continues it.")
+  task_weights: tuple = option((), "Comma list of loss weights, one per --tasks entry (default "
+                                   "all 1).")
+  optimizer: str = option("adam", "adam (MTAN's) | sgd (momentum 0.9).")
+  seed: int = option(0, "Random seed (weights, shuffling, augmentation).")
+  data_seed: int = option(0, "Seed of the generated synthetic dataset (--dataset=synthetic); a "
+                             "seed sweep varies --seed only and shares one --data_dir.")
+  deterministic: bool = option(False, "Deterministic input pipeline and TF ops (slower).")
+  augment: bool = option(False, "Random scale-crop and horizontal flip (MTAN protocol; off in the "
+                                "paper).")
+  shuffle_buffer: int = option(256, "Shuffle buffer of the training pipeline (examples).")
   # model
-  method: str = "vanilla"
-  distill: str = "none"
-  full: bool = False
-  backbone: str = "segnet"
-  decoder: str = "per_task"
-  width_multiplier: float = 1.0
-  student_channels: int = 256
-  student_levels: tuple = ()  # encoder levels the student head merges; empty: none, or 5,4,3 if full
-  depth_bias_init: float = 0.0  # initial depth output bias (MTAN: 0); ~ mean depth speeds short runs
-  sync_batchnorm: bool = False
+  method: str = option("vanilla", "vanilla | sd_vanilla | traditional_kd | sd_mtcnn.")
+  distill: str = option("none", "none | eq5 | eq6. sd_mtcnn: decoder->encoder hints always, eq5 "
+                                "adds output KD (⋆), eq6 is the hints alone (⋆⋆); sd_vanilla: "
+                                "exits taught by the outputs (eq5) or the deepest feature (eq6); "
+                                "traditional_kd: eq5.")
+  full: bool = option(False, "SD-MTCNN full: every decoder stage teaches its mirrored encoder "
+                             "stage (hints at levels 1..5) and the student reads enc3..enc5, "
+                             "under either equation.")
+  backbone: str = option("segnet", "segnet | unet.")
+  decoder: str = option("per_task", "per_task (one decoder per task, the paper's) | shared (MTAN "
+                                    "split SegNet).")
+  width_multiplier: float = option(1.0, "Scales every filter count (tests/demo use < 1).")
+  student_channels: int = option(256, "Filters of the student heads' convs (scaled by "
+                                      "--width_multiplier).")
+  student_levels: tuple = option((), "Comma list of encoder levels (5,4,..) the student heads "
+                                     "merge; empty = none, or 5,4,3 under --full.")
+  student_exits: tuple = option((), "sd_vanilla: comma list of encoder stages (1..5) followed by "
+                                    "an exit (BYOT bottleneck + head); empty = 3,4,5.")
+  student_exit: int = option(0, "sd_vanilla: the exit reported (metrics, export) as the student; "
+                                "0 = the deepest of --student_exits.")
+  depth_bias_init: float = option(0.0, "Initial bias of the depth outputs (MTAN: 0; the mean "
+                                       "depth helps short runs).")
+  sync_batchnorm: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
   # self-distillation (RECON: METHOD.md; defaults DECIDED from BYOT's code)
-  alpha: float = 0.3
-  temperature: float = 3.0
-  hint_weight: float = 1.0
-  student_gt_weight: float = -1.0  # < 0: 1 - alpha under eq5, 1 under eq6
-  hint_levels: tuple = ()  # empty: (5,) or (1..5) under --full
-  teaching_tasks: tuple = ()  # empty: every task teaches
-  adaptation: str = "conv1x1"
-  two_way: bool = False
-  teacher_dir: str = ""  # traditional_kd: run directory of the trained teacher
+  alpha: float = option(0.3, "Eq. 5 weight of output distillation; the student's GT loss gets 1 - "
+                             "alpha.")
+  temperature: float = option(3.0, "Eq. 4-5 softmax temperature tau.")
+  hint_weight: float = option(1.0, "Eq. 6 feature-hint weight lambda.")
+  student_gt_weight: float = option(-1.0, "Student ground-truth loss weight; < 0 = 1-alpha (eq5) "
+                                          "or 1 (eq6).")
+  hint_levels: tuple = option((), "Comma list of levels 1..5 distilled by Eq. 6; empty = 5, or "
+                                  "1..5 if --full.")
+  teaching_tasks: tuple = option((), "Comma list of tasks whose decoders teach; empty = all tasks.")
+  adaptation: str = option("conv1x1", "Adaptation layer: conv1x1 | bottleneck.")
+  hint_source: str = option("default", "Which decoder feature teaches a hinted encoder feature: "
+                                       "default (the method's: mirrored for sd_mtcnn, deepest for "
+                                       "sd_vanilla) | mirrored (the decoder stage of the same "
+                                       "size) | deepest (the last decoder feature, "
+                                       "average-pooled).")
+  two_way: bool = option(False, "Let distillation gradients reach the teacher (no stop-gradient).")
+  teacher_dir: str = option("", "traditional_kd: run directory of a trained vanilla teacher.")
   # evaluation
-  eval_batch_size: int = 2
-  legacy_batch_size: int = 2
+  eval_batch_size: int = option(2, "Evaluation batch size (a multiple of --legacy_batch_size).")
+  legacy_batch_size: int = option(2, "Batch size of the per-batch legacy (paper-comparable) "
+                                     "metrics.")
   # synthetic data (used when dataset == "synthetic")
-  synthetic_num_train: int = 64
-  synthetic_num_val: int = 16
+  synthetic_num_train: int = option(64, "Synthetic training images generated when absent.")
+  synthetic_num_val: int = option(16, "Synthetic validation images generated when absent.")
   # execution
-  distribution: str = "default"
-  mixed_precision: bool = False
-  jit_compile: bool = False
-  precise_bn_batches: int = 0  # > 0: re-estimate BatchNorm statistics after training
-  validation_freq: int = 1  # validate every this many epochs (the last epoch always)
-  backup_every_steps: int = 0  # 0 = back up at every epoch end
-  max_loss: float = 1e6  # stop when the total loss exceeds this (divergence), as on NaN
-  verbose: int = 1
+  distribution: str = option("default", "default (one device) | mirrored (MirroredStrategy over "
+                                        "all local GPUs).")
+  mixed_precision: bool = option(False, "mixed_float16 compute (GPU).")
+  jit_compile: bool = option(False, "XLA-compile the train step (GPU; not with argmax unpooling).")
+  precise_bn_batches: int = option(0, "After training, re-estimate BatchNorm moving statistics "
+                                      "over this many training batches (0 = off, as MTAN).")
+  validation_freq: int = option(1, "Validate every this many epochs during training.")
+  backup_every_steps: int = option(0, "BackupAndRestore frequency in steps; 0 = every epoch.")
+  max_loss: float = option(1e6, "Stop training (as on NaN) when the total loss exceeds this: the "
+                                "run diverged.")
+  verbose: int = option(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
   # ---- derived values ---------------------------------------------------------------------
   @property
-  def task_specs(self):
-    return tasks_lib.task_specs(self.tasks, self.num_classes)
-
-  @property
-  def has_student(self) -> bool:
-    return self.method != "vanilla"
+  def task_specs(self) -> tuple:
+    """The Task objects of --tasks (tasks/), in canonical order."""
+    return tasks_lib.from_config(self)
 
   @property
   def resolved_hint_levels(self) -> tuple:
@@ -117,7 +153,7 @@ class ExperimentConfig:
   def resolved_student_gt_weight(self) -> float:
     if self.student_gt_weight >= 0:
       return self.student_gt_weight
-    return 1.0 - self.alpha if self.distill in ("eq5", "both") else 1.0
+    return 1.0 - self.alpha if self.distill == "eq5" else 1.0
 
   def task_weight(self, task: str) -> float:
     if not self.task_weights:
@@ -131,11 +167,12 @@ class ExperimentConfig:
       if not cond:
         raise ValueError(f"--{flag}: expected {expected}, got {got!r}")
     try:
-      tasks_lib.task_specs(self.tasks, self.num_classes)
+      tasks_lib.canonical(self.tasks)
     except ValueError as e:
       raise ValueError(f"--tasks: {e}") from None
     need(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
-    need(self.method in METHODS, "method", f"one of {METHODS}", self.method)
+    from sdmtcnn_tf import methods  # lazily: methods build models, which read configs
+    need(self.method in methods.names(), "method", f"one of {methods.names()}", self.method)
     need(self.distill in DISTILLS, "distill", f"one of {DISTILLS}", self.distill)
     need(self.backbone in BACKBONES, "backbone", f"one of {BACKBONES}", self.backbone)
     need(self.decoder in DECODERS, "decoder", f"one of {DECODERS}", self.decoder)
@@ -174,7 +211,8 @@ class ExperimentConfig:
     need(self.verbose in (0, 1, 2), "verbose", "0, 1 or 2", self.verbose)
     need(all(w >= 0 and math.isfinite(w) for w in self.task_weights), "task_weights",
          "finite values >= 0", self.task_weights)
-    for flag in ("hint_levels", "teaching_tasks", "student_levels"):  # --tasks: task_specs
+    # (a repeated --tasks entry is caught by tasks.canonical above)
+    for flag in ("hint_levels", "teaching_tasks", "student_levels", "student_exits"):
       values = list(getattr(self, flag))
       repeated = sorted({str(v) for v in values if values.count(v) > 1})
       need(not repeated, flag, "each entry once", f"{','.join(map(str, values))} "
@@ -195,16 +233,7 @@ class ExperimentConfig:
     need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
     need(all(t in self.tasks for t in self.teaching_tasks), "teaching_tasks",
          f"a subset of --tasks={','.join(self.tasks)}", self.teaching_tasks)
-    if self.method == "vanilla":
-      need(self.distill == "none", "distill", "none for --method=vanilla", self.distill)
-    elif self.method == "traditional_kd":
-      need(self.distill in ("eq5", "none"), "distill", "eq5 (or none) for traditional_kd",
-           self.distill)
-    else:
-      need(self.distill != "none", "distill", f"eq5, eq6 or both for --method={self.method}",
-           self.distill)
-    need(not self.full or self.method == "sd_mtcnn", "full", "only with --method=sd_mtcnn",
-         self.full)
+    methods.get(self.method).validate(self)  # each method checks the flags it reads
     need(self.backbone == "segnet" or self.decoder == "per_task", "decoder",
          "per_task with --backbone=unet", self.decoder)
     return self
@@ -261,65 +290,8 @@ def load(model_dir: str) -> ExperimentConfig:
 
 # ---- absl flags ------------------------------------------------------------------------------
 _DEFAULTS = ExperimentConfig()
-_HELP = {
-    "model_dir": "Run directory: checkpoints, logs, results, exports.",
-    "data_dir": "Folder with the converted TFRecords and manifest.json.",
-    "dataset": "Dataset the config is for; 'synthetic' is generated into --data_dir if absent.",
-    "tasks": "Comma list of tasks: semseg, depth, normals, keypoints, edges.",
-    "num_classes": "Semantic classes (NYUv2 13, CityScapes 7, synthetic 13).",
-    "height": "Input/label height in pixels (multiple of 32).",
-    "width": "Input/label width in pixels (multiple of 32).",
-    "batch_size": "Global training batch size (split over replicas).",
-    "epochs": "Training epochs.",
-    "steps_per_epoch": "Steps per epoch; 0 = one pass over the training split.",
-    "learning_rate": "Learning rate.",
-    "optimizer": "adam (MTAN's) | sgd (momentum 0.9).",
-    "lr_decay_epochs": "Halve the learning rate every this many epochs (MTAN: StepLR(100, "
-                       "0.5)); 0 = never decay. The schedule counts optimizer steps, which the "
-                       "backup saves, so a resumed run continues it.",
-    "task_weights": "Comma list of loss weights, one per --tasks entry (default all 1).",
-    "seed": "Random seed (weights, shuffling, augmentation).",
-    "data_seed": "Seed of the generated synthetic dataset (--dataset=synthetic); a seed sweep "
-                 "varies --seed only and shares one --data_dir.",
-    "deterministic": "Deterministic input pipeline and TF ops (slower).",
-    "augment": "Random scale-crop and horizontal flip (MTAN protocol; off in the paper).",
-    "shuffle_buffer": "Shuffle buffer of the training pipeline (examples).",
-    "method": "vanilla | sd_vanilla | traditional_kd | sd_mtcnn.",
-    "distill": "none | eq5 (output KD) | eq6 (feature hints) | both.",
-    "full": "SD-MTCNN full: hints at every decoder/encoder level (RECON A).",
-    "backbone": "segnet | unet.",
-    "decoder": "per_task (one decoder per task, the paper's) | shared (MTAN split SegNet).",
-    "width_multiplier": "Scales every filter count (tests/demo use < 1).",
-    "student_levels": "Comma list of encoder levels (5,4,..) the student heads merge; empty = "
-                      "none, or 5,4,3 under --full.",
-    "student_channels": "Filters of the student heads' convs (scaled by --width_multiplier).",
-    "depth_bias_init": "Initial bias of the depth outputs (MTAN: 0; the mean depth helps short runs).",
-    "sync_batchnorm": "Synchronise BatchNorm statistics across replicas.",
-    "alpha": "Eq. 5 weight of output distillation; the student's GT loss gets 1 - alpha.",
-    "temperature": "Eq. 4-5 softmax temperature tau.",
-    "hint_weight": "Eq. 6 feature-hint weight lambda.",
-    "student_gt_weight": "Student ground-truth loss weight; < 0 = 1-alpha (eq5) or 1 (eq6).",
-    "hint_levels": "Comma list of levels 1..5 distilled by Eq. 6; empty = 5, or 1..5 if --full.",
-    "teaching_tasks": "Comma list of tasks whose decoders teach; empty = all tasks.",
-    "adaptation": "Adaptation layer: conv1x1 | bottleneck.",
-    "two_way": "Let distillation gradients reach the teacher (no stop-gradient).",
-    "teacher_dir": "traditional_kd: run directory of a trained vanilla teacher.",
-    "eval_batch_size": "Evaluation batch size (a multiple of --legacy_batch_size).",
-    "legacy_batch_size": "Batch size of the per-batch legacy (paper-comparable) metrics.",
-    "synthetic_num_train": "Synthetic training images generated when absent.",
-    "synthetic_num_val": "Synthetic validation images generated when absent.",
-    "distribution": "default (one device) | mirrored (MirroredStrategy over all local GPUs).",
-    "mixed_precision": "mixed_float16 compute (GPU).",
-    "jit_compile": "XLA-compile the train step (GPU; not with argmax unpooling).",
-    "precise_bn_batches": "After training, re-estimate BatchNorm moving statistics over this "
-                          "many training batches (0 = off, as MTAN).",
-    "validation_freq": "Validate every this many epochs during training.",
-    "backup_every_steps": "BackupAndRestore frequency in steps; 0 = every epoch.",
-    "max_loss": "Stop training (as on NaN) when the total loss exceeds this: the run diverged.",
-    "verbose": "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
-}
 _FLOAT_LISTS = {"task_weights"}
-_INT_LISTS = {"hint_levels", "student_levels"}
+_INT_LISTS = {"hint_levels", "student_levels", "student_exits"}
 _DRY_RUN_HELP = "Build the model, print its summary and parameter counts, and exit."
 
 
@@ -330,7 +302,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   fv = {"flag_values": flag_values}
   for field in dataclasses.fields(ExperimentConfig):
     default = getattr(_DEFAULTS, field.name)
-    help_text = _HELP[field.name]
+    help_text = field.metadata["help"]
     if isinstance(default, bool):
       flags.DEFINE_bool(field.name, default, help_text, **fv)
     elif isinstance(default, int):
@@ -379,7 +351,8 @@ def parse_flagfile(*paths: str, **overrides) -> ExperimentConfig:
 # `export` (typically through the training flagfile) must agree with the run's config.json.
 MODEL_FIELDS = ("dataset", "tasks", "num_classes", "height", "width", "method", "distill",
                 "full", "backbone", "decoder", "width_multiplier", "student_channels",
-                "student_levels", "hint_levels", "teaching_tasks", "adaptation", "two_way")
+                "student_levels", "student_exits", "student_exit", "hint_levels",
+                "teaching_tasks", "adaptation", "hint_source", "two_way")
 
 
 def run_overrides(flag_values, model_dir: str, settable: tuple) -> dict:

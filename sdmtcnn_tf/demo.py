@@ -67,7 +67,7 @@ def _check_export(path: str, cfg, model_dir: str, role: str) -> None:
   image = np.random.default_rng(0).integers(0, 256, (2, cfg.height, cfg.width, 3), np.uint8)
   served = loaded.signatures[export.SIGNATURE](image=tf.constant(image))
   direct = keras_model(image.astype(np.float32) / 255.0, training=False)
-  export.check_agreement(served, direct, f"export {path}")
+  export.check_agreement(served, direct, cfg.task_specs, f"export {path}")
 
 
 if __name__ == "__main__":

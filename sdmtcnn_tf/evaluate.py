@@ -39,26 +39,19 @@ def save_predictions(cfg: ExperimentConfig, model, manifest, out_dir: str) -> in
   os.makedirs(out_dir, exist_ok=True)
   ds = experiment.dataset(cfg, manifest, experiment.EVAL_SPLIT, training=False, with_keys=True)
   count = 0
+  tasks = {task.name: task for task in cfg.task_specs}
   for keys, images, labels in ds:
     outputs = model(images, training=False)
     for i, key in enumerate(keys.numpy()):
       arrays = {}
-      for task, label in labels.items():
-        arrays[f"gt_{task}"] = _to_map(task, label[i].numpy(), is_label=True)
+      for name, label in labels.items():
+        arrays[f"gt_{name}"] = tasks[name].label_map(label[i].numpy())
         for role in model.roles:
-          arrays[f"{role}_{task}"] = _to_map(task, outputs[f"{role}_{task}"][i].numpy())
+          arrays[f"{role}_{name}"] = tasks[name].prediction_map(outputs[role][name][i].numpy())
       name = re.sub(r"[^A-Za-z0-9_.-]", "_", key.decode()) + ".npz"
       np.savez_compressed(os.path.join(out_dir, name), **arrays)
       count += 1
   return count
-
-
-def _to_map(task: str, value: np.ndarray, is_label: bool = False) -> np.ndarray:
-  if task == "semseg":
-    return value.astype(np.int32) if is_label else np.argmax(value, -1).astype(np.int32)
-  if task == "normals":
-    return value.astype(np.float32)
-  return value[..., 0].astype(np.float32)
 
 
 def format_table(rows: dict) -> str:

@@ -7,12 +7,13 @@ import os
 
 import keras
 
-from sdmtcnn_tf import atomic
+from sdmtcnn_tf import atomic, methods
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.data import pipeline, schema
 from sdmtcnn_tf.model import MultiTaskModel
-from sdmtcnn_tf.models.build import Network, build_network, check_teacher
+from sdmtcnn_tf.methods.traditional_kd import check_teacher
+from sdmtcnn_tf.models.build import Network, build_network
 from sdmtcnn_tf.rundir import RunPaths
 
 TRAIN_SPLIT = "train"
@@ -31,8 +32,9 @@ def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
     synthetic.ensure_dataset(cfg.data_dir, cfg.synthetic_num_train, cfg.synthetic_num_val,
                              cfg.height, cfg.width, seed=cfg.data_seed)
   elif not os.path.isdir(cfg.data_dir):
-    raise FileNotFoundError(f"--data_dir={cfg.data_dir} does not exist; convert the "
-                            f"{cfg.dataset} dataset first (python -m datasets.{cfg.dataset})")
+    how = ("write the records first (data/schema.py)" if cfg.dataset == "custom" else
+           f"convert the {cfg.dataset} dataset first (python -m datasets.{cfg.dataset})")
+    raise FileNotFoundError(f"--data_dir={cfg.data_dir} does not exist; {how}")
   return pipeline.check_dataset(cfg.data_dir, split, cfg.tasks, cfg.height, cfg.width,
                                 cfg.num_classes)
 
@@ -50,6 +52,7 @@ def build_model(cfg: ExperimentConfig, teacher_cfg: ExperimentConfig | None = No
                 ) -> tuple[Network, MultiTaskModel]:
   """Builds the network and its training wrapper (call inside the strategy scope).
   traditional_kd: `teacher_cfg` as from teacher_config (None: a vanilla teacher like cfg)."""
+  keras.utils.set_random_seed(cfg.seed)  # the builder is pure: the entry points seed
   network = build_network(cfg, teacher_cfg)
   return network, MultiTaskModel(network, cfg)
 
@@ -114,7 +117,7 @@ def teacher_config(cfg: ExperimentConfig, model_dir: str = "") -> ExperimentConf
   """The frozen teacher's config that the traditional_kd run `cfg` recorded in its own
   directory (model_dir, default cfg.model_dir); None for the other methods. Runs recorded
   before that copy existed fall back to their --teacher_dir."""
-  if cfg.method != "traditional_kd":
+  if not methods.get(cfg.method).teacher_run:
     return None
   model_dir = model_dir or cfg.model_dir
   path = RunPaths(model_dir).teacher_config

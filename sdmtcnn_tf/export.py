@@ -31,21 +31,17 @@ from sdmtcnn_tf.config import ExperimentConfig
 SIGNATURE = "serving_default"
 
 
-def serving_outputs(outputs: dict) -> dict:
-  """{task: model output} -> the signature's named outputs."""
+def serving_outputs(outputs: dict, tasks) -> dict:
+  """{task name: model output} -> the signature's named outputs (each task names its own,
+  Task.serving_outputs). `tasks`: the run's Task objects."""
   named = {}
-  for task, value in outputs.items():
-    if task == "semseg":
-      named["semseg_logits"] = value
-      named["semseg_labels"] = tf.argmax(value, axis=-1, output_type=tf.int32)
-    elif task == "normals":
-      named["normals"] = value
-    else:
-      named[task] = value[..., 0]
+  for task in tasks:
+    if task.name in outputs:
+      named.update(task.serving_outputs(outputs[task.name]))
   return named
 
 
-def agreement(served: dict, direct: dict, atol: float = 0.05) -> dict:
+def agreement(served: dict, direct: dict, tasks, atol: float = 0.05) -> dict:
   """{output name: (median |served - Keras|, fraction of elements within `atol`)}.
 
   Exact equality is not expected: the SavedModel graph runs Grappler-fused kernels whose
@@ -53,18 +49,19 @@ def agreement(served: dict, direct: dict, atol: float = 0.05) -> dict:
   are within round-off of each other SegNet's argmax unpooling may pick the other position,
   which moves the activations of a few small regions (measured on a smoke model: median
   difference 6e-7, 99th percentile 0.018, max 0.069 on logits of mean magnitude 1.7; 99.97%
-  of the labels equal). `direct` is the Keras role model's {task: output}.
+  of the labels equal). `direct` is the Keras role model's {task: output}; `tasks` the run's
+  Task objects.
   """
   stats = {}
-  for name, value in serving_outputs(direct).items():
+  for name, value in serving_outputs(direct, tasks).items():
     diff = np.abs(np.asarray(served[name], np.float64) - np.asarray(value, np.float64))
     stats[name] = (float(np.median(diff)), float(np.mean(diff <= atol)))
   return stats
 
 
-def check_agreement(served: dict, direct: dict, where: str) -> None:
+def check_agreement(served: dict, direct: dict, tasks, where: str) -> None:
   """Raises AssertionError unless the export matches the Keras model (see `agreement`)."""
-  for name, (median, fraction) in agreement(served, direct).items():
+  for name, (median, fraction) in agreement(served, direct, tasks).items():
     if median > 1e-4 or fraction < 0.99:
       raise AssertionError(f"{where}: output {name} differs from the Keras model (median "
                            f"difference {median:.2e}, {fraction:.2%} of elements within 0.05)")
@@ -83,12 +80,13 @@ def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
                           "replace it, or choose another --version or --export_dir")
   archive = keras.export.ExportArchive()
   archive.track(role_model)
+  tasks = cfg.task_specs
 
   @tf.function(input_signature=[tf.TensorSpec([None, cfg.height, cfg.width, 3], tf.uint8,
                                               name="image")])
   def serve(image):
     outputs = role_model(tf.cast(image, tf.float32) / 255.0, training=False)
-    return serving_outputs(outputs)
+    return serving_outputs(outputs, tasks)
 
   archive.add_endpoint(SIGNATURE, serve)
   _write_in_place_of(archive, path)

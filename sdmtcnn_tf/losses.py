@@ -1,4 +1,4 @@
-"""Per-task losses (Eq. 1) and the distillation terms (Eq. 4-6), as pure functions.
+"""The loss functions the tasks (Eq. 1, Eq. 4-5) and the methods (Eq. 6) are made of.
 
 Every function returns a pair (total, count): the sum of the per-element loss over the valid
 elements of the batch and how many there were. The model divides the sum by the count summed
@@ -13,19 +13,6 @@ Shapes: labels semseg int32 [B, H, W] (-1 ignore); depth [B, H, W, 1] (0 invalid
 from __future__ import annotations
 
 from keras import ops
-
-from sdmtcnn_tf import tasks as tasks_lib
-from sdmtcnn_tf.tasks import TaskSpec
-
-
-def valid_mask(spec: TaskSpec, label, dtype="float32"):
-  """[B, H, W, 1] mask (of `dtype`, the prediction's) of the pixels a task's loss and metrics
-  use."""
-  if spec.name == tasks_lib.SEMSEG:
-    return ops.expand_dims(ops.cast(label >= 0, dtype), -1)
-  if spec.name in (tasks_lib.DEPTH, tasks_lib.NORMALS):
-    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
-  return ops.ones_like(label[..., :1], dtype=dtype)
 
 
 def semseg_cross_entropy(label, logits):
@@ -50,16 +37,6 @@ def normals_cosine(label, pred, mask):
   return ops.sum((1.0 - dot) * mask), ops.sum(mask)
 
 
-def task_loss(spec: TaskSpec, label, pred):
-  """Eq. 1 for one task -> (sum, count)."""
-  if spec.name == tasks_lib.SEMSEG:
-    return semseg_cross_entropy(label, pred)
-  mask = valid_mask(spec, label, pred.dtype)
-  if spec.name == tasks_lib.NORMALS:
-    return normals_cosine(label, pred, mask)
-  return masked_l1(label, pred, mask)
-
-
 def semseg_kd(label, student_logits, teacher_logits, temperature: float):
   """Eq. 4-5 for segmentation: tau^2 * KL(softmax(T/tau) || softmax(S/tau)) per valid pixel.
 
@@ -70,18 +47,6 @@ def semseg_kd(label, student_logits, teacher_logits, temperature: float):
   log_q_s = ops.log_softmax(student_logits / temperature, axis=-1)
   kl = ops.sum(ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)
   return (temperature ** 2) * ops.sum(kl * mask), ops.sum(mask)
-
-
-def regression_kd(spec: TaskSpec, label, student, teacher):
-  """Eq. 5 for a regression task: mean |S - T| over the task's valid pixels."""
-  return masked_l1(teacher, student, valid_mask(spec, label, student.dtype))
-
-
-def distillation_output_term(spec: TaskSpec, label, student, teacher, temperature: float):
-  """Eq. 5 term of one task -> (sum, count)."""
-  if spec.name == tasks_lib.SEMSEG:
-    return semseg_kd(label, student, teacher, temperature)
-  return regression_kd(spec, label, student, teacher)
 
 
 def feature_hint(student_feature, teacher_feature):

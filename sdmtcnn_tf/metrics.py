@@ -82,25 +82,9 @@ import math
 import keras
 import tensorflow as tf
 
-from sdmtcnn_tf.tasks import DEPTH, EDGES, KEYPOINTS, NORMALS, SEMSEG, TaskSpec
-
 MEDIAN_BIN_DEG = 0.005
 THRESHOLDS_DEG = (11.25, 22.5, 30.0)
-_THRESHOLD_KEYS = ("within_11_25", "within_22_5", "within_30")
-
-PRIMARY_KEYS = {
-    SEMSEG: ("pixacc", "miou"),
-    DEPTH: ("abs", "rel"),
-    NORMALS: ("mean_deg", "median_deg") + _THRESHOLD_KEYS + ("cos",),
-    KEYPOINTS: ("abs",),
-    EDGES: ("abs",),
-}
-LEGACY_KEYS = {
-    SEMSEG: ("pixacc_legacy", "miou_legacy"),
-    DEPTH: ("abs_legacy", "rel_legacy"),
-    NORMALS: ("mean_deg_legacy", "median_deg_legacy")
-             + tuple(k + "_legacy" for k in _THRESHOLD_KEYS),
-}
+THRESHOLD_KEYS = ("within_11_25", "within_22_5", "within_30")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,10 +172,17 @@ def _semseg_inputs(y_true, y_pred, num_classes, sample_weight):
 
 
 class _SumMetric(keras.metrics.Metric):
-  """Base: float64 summed state variables and a dict result."""
+  """Base: float64 summed state variables and a dict result.
 
-  def __init__(self, prefix: str, legacy: bool = False, dtype=None):
+  `role` ("teacher", "student", ...) and `task` say which output and which label the model
+  feeds to `update_state`; results are keyed f"{role}_{task}_<metric>".
+  """
+
+  def __init__(self, role: str, task: str, legacy: bool = False, dtype=None):
+    prefix = f"{role}_{task}"
     super().__init__(dtype=dtype, name=f"{prefix}_legacy" if legacy else prefix)
+    self.role = role
+    self.task = task
     self.prefix = prefix
 
   def _state(self, name, shape=()):
@@ -202,7 +193,7 @@ class _SumMetric(keras.metrics.Metric):
     return {f"{self.prefix}_{k}": tf.cast(v, self.dtype) for k, v in values.items()}
 
   def get_config(self):
-    return {"prefix": self.prefix, "dtype": self.dtype}
+    return {"role": self.role, "task": self.task, "dtype": self.dtype}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,8 +202,8 @@ class _SumMetric(keras.metrics.Metric):
 class SemsegMetric(_SumMetric):
   """Primary `pixacc`, `miou` (percent) from a global [C, C] confusion matrix (rows = label)."""
 
-  def __init__(self, prefix: str, num_classes: int, dtype=None):
-    super().__init__(prefix, dtype=dtype)
+  def __init__(self, role: str, task: str, num_classes: int, dtype=None):
+    super().__init__(role, task, dtype=dtype)
     self.num_classes = int(num_classes)
     self.confusion = self._state("confusion", (self.num_classes * self.num_classes,))
 
@@ -241,8 +232,8 @@ class SemsegMetric(_SumMetric):
 class SemsegLegacyMetric(_SumMetric):
   """MTAN-2019 per-image `miou_legacy` (ignore-in-union quirk) and `pixacc_legacy` (percent)."""
 
-  def __init__(self, prefix: str, num_classes: int, dtype=None):
-    super().__init__(prefix, legacy=True, dtype=dtype)
+  def __init__(self, role: str, task: str, num_classes: int, dtype=None):
+    super().__init__(role, task, legacy=True, dtype=dtype)
     self.num_classes = int(num_classes)
     self.miou_sum = self._state("miou_sum")
     self.miou_images = self._state("miou_images")
@@ -295,8 +286,8 @@ class SemsegLegacyMetric(_SumMetric):
 class DepthMetric(_SumMetric):
   """Primary `abs`, `rel` over all valid (gt != 0) pixels of the split (label units)."""
 
-  def __init__(self, prefix: str, dtype=None):
-    super().__init__(prefix, dtype=dtype)
+  def __init__(self, role: str, task: str, dtype=None):
+    super().__init__(role, task, dtype=dtype)
     self.abs_sum = self._state("abs_sum")
     self.rel_sum = self._state("rel_sum")
     self.count = self._state("count")
@@ -319,8 +310,8 @@ class DepthLegacyMetric(_SumMetric):
   """MTAN `abs_legacy`, `rel_legacy`: pixel-weighted per group of `legacy_batch_size` images,
   equal weight per group."""
 
-  def __init__(self, prefix: str, legacy_batch_size: int = 2, dtype=None):
-    super().__init__(prefix, legacy=True, dtype=dtype)
+  def __init__(self, role: str, task: str, legacy_batch_size: int = 2, dtype=None):
+    super().__init__(role, task, legacy=True, dtype=dtype)
     if int(legacy_batch_size) < 1:
       raise ValueError(f"legacy_batch_size must be >= 1, got {legacy_batch_size}")
     self.legacy_batch_size = int(legacy_batch_size)
@@ -363,8 +354,8 @@ class NormalsMetric(_SumMetric):
   of np.median of the same angles. Mean, thresholds and cosine are exact.
   """
 
-  def __init__(self, prefix: str, dtype=None):
-    super().__init__(prefix, dtype=dtype)
+  def __init__(self, role: str, task: str, dtype=None):
+    super().__init__(role, task, dtype=dtype)
     self.num_bins = int(round(180.0 / MEDIAN_BIN_DEG))
     self.angle_sum = self._state("angle_sum")
     self.cos_sum = self._state("cos_sum")
@@ -406,7 +397,7 @@ class NormalsMetric(_SumMetric):
     within = tf.convert_to_tensor(self.within)
     out = {"mean_deg": _nan_div(tf.convert_to_tensor(self.angle_sum), count),
            "median_deg": self._median()}
-    for j, key in enumerate(_THRESHOLD_KEYS):
+    for j, key in enumerate(THRESHOLD_KEYS):
       out[key] = 100.0 * _nan_div(within[j], count)
     out["cos"] = _nan_div(tf.convert_to_tensor(self.cos_sum), count)
     return self._out(out)
@@ -416,8 +407,8 @@ class NormalsLegacyMetric(_SumMetric):
   """MTAN angle statistics per group of `legacy_batch_size` images (median exact, np.median
   convention), each averaged with equal weight over groups; degrees / percent."""
 
-  def __init__(self, prefix: str, legacy_batch_size: int = 2, dtype=None):
-    super().__init__(prefix, legacy=True, dtype=dtype)
+  def __init__(self, role: str, task: str, legacy_batch_size: int = 2, dtype=None):
+    super().__init__(role, task, legacy=True, dtype=dtype)
     if int(legacy_batch_size) < 1:
       raise ValueError(f"legacy_batch_size must be >= 1, got {legacy_batch_size}")
     self.legacy_batch_size = int(legacy_batch_size)
@@ -458,7 +449,7 @@ class NormalsLegacyMetric(_SumMetric):
     within = tf.convert_to_tensor(self.within_sum)
     out = {"mean_deg_legacy": _nan_div(tf.convert_to_tensor(self.mean_sum), groups),
            "median_deg_legacy": _nan_div(tf.convert_to_tensor(self.median_sum), groups)}
-    for j, key in enumerate(_THRESHOLD_KEYS):
+    for j, key in enumerate(THRESHOLD_KEYS):
       out[key + "_legacy"] = _nan_div(within[j], groups)
     return self._out(out)
 
@@ -472,8 +463,8 @@ class NormalsLegacyMetric(_SumMetric):
 class AbsErrorMetric(_SumMetric):
   """Primary `abs` = mean |pred - gt| over all pixels and channels (label units)."""
 
-  def __init__(self, prefix: str, dtype=None):
-    super().__init__(prefix, dtype=dtype)
+  def __init__(self, role: str, task: str, dtype=None):
+    super().__init__(role, task, dtype=dtype)
     self.abs_sum = self._state("abs_sum")
     self.count = self._state("count")
 
@@ -489,44 +480,3 @@ class AbsErrorMetric(_SumMetric):
   def result(self):
     return self._out({"abs": _nan_div(tf.convert_to_tensor(self.abs_sum),
                                       tf.convert_to_tensor(self.count))})
-
-
-# ------------------------------------------------------------------------------------------------
-# Factory.
-
-def task_metrics(spec: TaskSpec, role: str, legacy: bool = True,
-                 legacy_batch_size: int = 2) -> list[keras.metrics.Metric]:
-  """Metric objects for one (role, task): the primary metric and, if legacy, the legacy one
-  (semseg, depth, normals only). Each metric's .name is f"{role}_{task}" / f"{role}_{task}_legacy".
-
-  Create them inside `strategy.scope()` when training under a tf.distribute strategy.
-  """
-  prefix = f"{role}_{spec.name}"
-  if spec.name == SEMSEG:
-    out = [SemsegMetric(prefix, spec.channels)]
-    if legacy:
-      out.append(SemsegLegacyMetric(prefix, spec.channels))
-  elif spec.name == DEPTH:
-    out = [DepthMetric(prefix)]
-    if legacy:
-      out.append(DepthLegacyMetric(prefix, legacy_batch_size))
-  elif spec.name == NORMALS:
-    out = [NormalsMetric(prefix)]
-    if legacy:
-      out.append(NormalsLegacyMetric(prefix, legacy_batch_size))
-  elif spec.name in (KEYPOINTS, EDGES):
-    out = [AbsErrorMetric(prefix)]
-  else:
-    raise ValueError(f"metrics: no metrics for task {spec.name!r}")
-  return out
-
-
-def metric_names(spec: TaskSpec, role: str, legacy: bool = True) -> list[str]:
-  """The flat result keys of `task_metrics(spec, role, legacy)`, in result order, e.g.
-  ["teacher_depth_abs", "teacher_depth_rel", "teacher_depth_abs_legacy", ...]."""
-  if spec.name not in PRIMARY_KEYS:
-    raise ValueError(f"metrics: no metrics for task {spec.name!r}")
-  keys = list(PRIMARY_KEYS[spec.name])
-  if legacy:
-    keys += list(LEGACY_KEYS.get(spec.name, ()))
-  return [f"{role}_{spec.name}_{k}" for k in keys]

@@ -1,55 +1,27 @@
 """The keras.Model subclass that trains teacher and student together: train_step / test_step.
 
-Loss terms (each logged by its own tracker, names `<role>_<task>_loss`):
-  teacher_<task>_loss       Eq. 2, weight w_t (absent when the teacher is frozen)
-  student_<task>_loss       Eq. 3, weight student_gt_weight * w_t
-  kd_<task>_loss            Eq. 5 output distillation, weight alpha * w_t   (--distill=eq5/both)
-  hint_<task>_l<l>_loss     Eq. 6 feature hint at level l, weight lambda      (--distill=eq6/both)
-  loss                      the weighted total
-Every term is a global-batch mean: the per-replica sums are divided by the element count summed
-over all replicas, so the optimizer's all-reduce SUM of gradients gives exactly the
-single-device gradient of the same global batch (no 1/num_replicas fix-ups needed).
+The config's method (methods/) lists the weighted loss terms; each term reads the training
+graph's nested outputs and returns (sum, count). Every term is logged by its own tracker under
+its name (e.g. `teacher_semseg_loss`, `student_depth_loss`, `kd_semseg_loss`,
+`hint_semseg_l5_loss`), and `loss` is the weighted total. Every term is a global-batch mean:
+the per-replica sums are divided by the element count summed over all replicas, so the
+optimizer's all-reduce SUM of gradients gives exactly the single-device gradient of the same
+global batch (no 1/num_replicas fix-ups needed).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from sdmtcnn_tf import losses as losses_lib
-from sdmtcnn_tf import metrics as metrics_lib
+from sdmtcnn_tf import methods
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import Network
 
 
-@dataclasses.dataclass(frozen=True)
-class LossTerm:
-  name: str  # tracker name, e.g. "teacher_semseg_loss"
-  kind: str  # "teacher" | "student" | "kd" | "hint"
-  task: str
-  weight: float
-  level: int = 0
-
-
-def loss_terms(cfg: ExperimentConfig, network: Network) -> tuple:
-  """The weighted loss terms of `cfg`'s method, in logging order."""
-  terms = []
-  if not network.frozen_teacher:
-    terms += [LossTerm(f"teacher_{s.name}_loss", "teacher", s.name, cfg.task_weight(s.name))
-              for s in cfg.task_specs]
-  if cfg.has_student:
-    terms += [LossTerm(f"student_{s.name}_loss", "student", s.name,
-                       cfg.resolved_student_gt_weight * cfg.task_weight(s.name))
-              for s in cfg.task_specs]
-  if cfg.has_student and cfg.distill in ("eq5", "both"):
-    terms += [LossTerm(f"kd_{s.name}_loss", "kd", s.name, cfg.alpha * cfg.task_weight(s.name))
-              for s in cfg.task_specs]
-  terms += [LossTerm(f"hint_{task}_l{level}_loss", "hint", task, cfg.hint_weight, level)
-            for task, level in network.hint_pairs]
-  return tuple(terms)
+class UnreachedVariableError(ValueError):
+  """A trainable variable gets no gradient from any loss term (a wiring defect)."""
 
 
 def _sum_over_replicas(x):
@@ -67,7 +39,7 @@ def _num_replicas() -> int:
 class MultiTaskModel(keras.Model):
   """Wraps the functional training graph; `fit` / `evaluate` drive it as usual.
 
-  call(image [B, H, W, 3] float32 in [0, 1]) -> the graph's output dict (see models/build.py).
+  call(image [B, H, W, 3] float32 in [0, 1]) -> the graph's nested outputs (models/build.py).
   Data: (image, {task: label}) in the conventions of tasks.py.
   """
 
@@ -76,16 +48,13 @@ class MultiTaskModel(keras.Model):
     self.network = network
     self.net = network.model
     self.cfg = cfg
-    self.specs = {s.name: s for s in cfg.task_specs}
-    self.terms = loss_terms(cfg, network)
+    self.method = methods.get(cfg.method)
+    self.terms = self.method.loss_terms(cfg)
     self.trackers = {t.name: keras.metrics.Mean(name=t.name) for t in self.terms}
     self.total_tracker = keras.metrics.Mean(name="loss")
-    roles = ["student"] if network.frozen_teacher else ["teacher"]
-    if cfg.has_student and not network.frozen_teacher:
-      roles.append("student")
-    self.roles = tuple(roles)
-    self.task_metrics = [m for role in self.roles for s in cfg.task_specs
-                         for m in metrics_lib.task_metrics(s, role, True, cfg.legacy_batch_size)]
+    self.roles = self.method.roles
+    self.task_metrics = [m for role in self.roles for task in cfg.task_specs
+                         for m in task.metrics(role, True, cfg.legacy_batch_size)]
     self.built = True
 
   def call(self, image, training=False):
@@ -96,37 +65,18 @@ class MultiTaskModel(keras.Model):
     return [self.total_tracker, *self.trackers.values(), *self.task_metrics]
 
   # ---- losses -------------------------------------------------------------------------------
-  def _teacher_side(self, x):
-    return x if self.cfg.two_way else ops.stop_gradient(x)
-
-  def _term_sum_count(self, term: LossTerm, labels, outputs):
-    spec = self.specs[term.task]
-    label = labels[term.task]
-    if term.kind == "teacher":
-      return losses_lib.task_loss(spec, label, outputs[f"teacher_{term.task}"])
-    if term.kind == "student":
-      return losses_lib.task_loss(spec, label, outputs[f"student_{term.task}"])
-    if term.kind == "kd":
-      return losses_lib.distillation_output_term(
-          spec, label, outputs[f"student_{term.task}"],
-          self._teacher_side(outputs[f"teacher_{term.task}"]), self.cfg.temperature)
-    key = f"hint_{term.task}_l{term.level}"
-    return losses_lib.feature_hint(outputs[f"{key}_student"],
-                                   self._teacher_side(outputs[f"{key}_teacher"]))
-
   def compute_terms(self, labels, outputs) -> dict:
     """Term name -> this replica's share of the global-batch mean (sums to the mean)."""
     values = {}
     for term in self.terms:
-      total, count = self._term_sum_count(term, labels, outputs)
+      total, count = term(labels, outputs)
       values[term.name] = total / ops.maximum(_sum_over_replicas(count), 1.0)
     return values
 
   def weighted_total(self, values: dict):
     total = ops.convert_to_tensor(0.0, dtype=next((v.dtype for v in values.values()), None))
-    for term in self.terms:
-      if term.weight:
-        total = total + term.weight * values[term.name]
+    for term in self.terms:  # a weight-0 term still counts: its layers get zero gradients
+      total = total + term.weight * values[term.name]
     if self.losses:  # layer regularisers: per replica, so divide like Keras does
       total = total + ops.sum(self.losses) / _num_replicas()
     return total
@@ -152,10 +102,22 @@ class MultiTaskModel(keras.Model):
       scaled = self.optimizer.scale_loss(total)
     variables = self.trainable_variables
     grads = tape.gradient(scaled, variables)
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    self._check_reached(grads, variables)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]  # minus frozen ones
     self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
     self._track(values, total)
     return self._logs()
+
+  def _check_reached(self, grads, variables) -> None:
+    """Raises (while the step is traced, i.e. at the first step) when a trainable variable
+    that the method does not declare frozen gets no gradient from any loss term."""
+    frozen = self.method.frozen_variables(self)
+    missing = [v.path for g, v in zip(grads, variables) if g is None and v.path not in frozen]
+    if missing:
+      raise UnreachedVariableError(
+          f"--method={self.cfg.method}: no loss term reaches {len(missing)} trainable "
+          f"variable(s), e.g. {', '.join(missing[:3])}; every layer of the training graph "
+          "must feed a term (or the method must declare it frozen)")
 
   def test_step(self, data):
     image, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -163,8 +125,7 @@ class MultiTaskModel(keras.Model):
     values = self.compute_terms(labels, outputs)
     self._track(values, self.weighted_total(values))
     for metric in self.task_metrics:
-      role, task = metric.name.split("_")[:2]
-      metric.update_state(labels[task], outputs[f"{role}_{task}"])
+      metric.update_state(labels[metric.task], outputs[metric.role][metric.task])
     logs = self._logs()
     for metric in self.task_metrics:
       logs.update(metric.result())

@@ -17,7 +17,7 @@ from absl import flags, logging
 
 from sdmtcnn_tf import callbacks as callbacks_lib
 from sdmtcnn_tf import config as config_lib
-from sdmtcnn_tf import distribute, evaluate, experiment, precise_bn, progress, rundir
+from sdmtcnn_tf import distribute, evaluate, experiment, methods, precise_bn, progress, rundir
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import count_params
 
@@ -69,10 +69,11 @@ def train(cfg: ExperimentConfig) -> dict:
 
 
 def _train(cfg: ExperimentConfig) -> dict:
-  if cfg.method == "traditional_kd" and not cfg.teacher_dir:
-    raise ValueError("--teacher_dir is required with --method=traditional_kd: the run "
+  teacher_run = methods.get(cfg.method).teacher_run
+  if teacher_run and not cfg.teacher_dir:
+    raise ValueError(f"--teacher_dir is required with --method={cfg.method}: the run "
                      "directory of a trained vanilla teacher")
-  if cfg.method == "traditional_kd":  # resolved once, here; config.json records the result
+  if teacher_run:  # resolved once, here; config.json records the result
     cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.teacher_dir))
   paths = experiment.RunPaths(cfg.model_dir)
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
@@ -80,7 +81,7 @@ def _train(cfg: ExperimentConfig) -> dict:
   experiment.check_against_data(cfg, train_manifest)
   _check_same_run(cfg, cfg.model_dir)
   # traditional_kd: the teacher's config is copied into the run at the first start
-  teacher_cfg = experiment.record_teacher(cfg) if cfg.method == "traditional_kd" else None
+  teacher_cfg = experiment.record_teacher(cfg) if teacher_run else None
   config_lib.save(cfg, cfg.model_dir)
   distribute.set_precision(cfg)
   strategy = distribute.make_strategy(cfg)

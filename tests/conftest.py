@@ -40,6 +40,12 @@ def random_batch(cfg, n: int = 2, seed: int = 0):
   return image, labels
 
 
+def make_task(name: str, num_classes: int = 13):
+  """The Task object `name` as a config with `num_classes` classes builds it."""
+  from sdmtcnn_tf.config import ExperimentConfig
+  return ExperimentConfig(tasks=(name,), num_classes=num_classes).task_specs[0]
+
+
 def optimizer_iterations(weights_path: str) -> int:
   """The optimizer's step counter stored in a backup weights file (its only integer scalar)."""
   import h5py

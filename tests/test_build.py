@@ -15,19 +15,34 @@ def test_shared_decoder_segnet_matches_mtan_parameter_count():
 def test_outputs_and_shapes_for_all_five_tasks():
   cfg = ExperimentConfig(tasks=("semseg", "depth", "normals", "keypoints", "edges"),
                          num_classes=5, height=32, width=64, width_multiplier=0.125,
-                         method="sd_mtcnn", distill="both", full=True).validate()
+                         method="sd_mtcnn", distill="eq5", full=True).validate()
   net = build_network(cfg)
   image = np.random.default_rng(0).random((2, 32, 64, 3)).astype("float32")
   out = net.model(image)
-  assert out["teacher_semseg"].shape == (2, 32, 64, 5)
-  assert out["student_normals"].shape == (2, 32, 64, 3)
-  norms = np.linalg.norm(out["teacher_normals"], axis=-1)
+  assert set(out) == {"teacher", "student", "hints"}
+  assert out["teacher"]["semseg"].shape == (2, 32, 64, 5)
+  assert out["student"]["normals"].shape == (2, 32, 64, 3)
+  norms = np.linalg.norm(out["teacher"]["normals"], axis=-1)
   np.testing.assert_allclose(norms[norms > 1e-6], 1.0, atol=1e-4)  # 0 only for a zero vector
   for task in cfg.tasks:
     for level in range(1, 6):
-      s, t = out[f"hint_{task}_l{level}_student"], out[f"hint_{task}_l{level}_teacher"]
-      assert s.shape == t.shape and s.shape[1] == 32 // 2 ** (level - 1)
+      pair = out["hints"][f"{task}_l{level}"]
+      assert pair["student"].shape == pair["teacher"].shape
+      assert pair["student"].shape[1] == 32 // 2 ** (level - 1)
   assert set(net.student(image)) == set(cfg.tasks)
+
+
+def test_sd_vanilla_exits_follow_the_encoder_stages():
+  cfg = ExperimentConfig(num_classes=5, height=32, width=64, width_multiplier=0.125,
+                         method="sd_vanilla", distill="eq6", student_exits=(2, 4)).validate()
+  out = build_network(cfg).model(np.zeros((1, 32, 64, 3), "float32"))
+  assert set(out["exits"]) == {"e2", "e4"}
+  assert out["exits"]["e2"]["semseg"].shape == (1, 32, 64, 5)
+  # the bottleneck output after stage l is at 1/2^l and is hinted by the pooled dec1
+  pair = out["hints"]["depth_e2"]
+  assert pair["student"].shape == pair["teacher"].shape == (1, 8, 16, 8)
+  # the reported student is the deepest exit
+  np.testing.assert_array_equal(out["student"]["depth"], out["exits"]["e4"]["depth"])
 
 
 @pytest.mark.parametrize("backbone", ["segnet", "unet"])

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from datasets import cityscapes
-from datasets import common
+from datasets import reading
 from sdmtcnn_tf.data import schema
 from tests.records import read_split
 
@@ -89,7 +89,7 @@ def label_table(monkeypatch):
   """The real table when cityscapesscripts is installed, else MINI_TABLE."""
   try:
     return cityscapes.cityscapes_label_table()
-  except common.ConversionError:
+  except reading.ConversionError:
     monkeypatch.setattr(cityscapes, "cityscapes_label_table", lambda: MINI_TABLE)
     return MINI_TABLE
 

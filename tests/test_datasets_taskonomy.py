@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from datasets import common
+from datasets import checks
 from datasets import taskonomy
 from sdmtcnn_tf.data import schema
 from tests.records import read_split
@@ -86,7 +86,7 @@ def expected_labels(raw):
   norm = np.linalg.norm(normals, axis=-1, keepdims=True)
   normals = np.where(norm >= 0.5, normals / norm, 0)[odd]
   normals = np.where((depth > 0)[..., None], normals, 0)
-  heat = lambda v: common.resize_float_bilinear(v / 65535.0, OUT, OUT)
+  heat = lambda v: checks.resize_float_bilinear(v / 65535.0, OUT, OUT)
   return {"semseg": raw["semseg"].astype(np.int32)[odd] - 1, "depth": depth[..., None],
           "normals": normals, "keypoints": heat(raw["keypoints"])[..., None],
           "edges": heat(raw["edges"])[..., None]}

@@ -30,6 +30,9 @@ def _group(path: str) -> str:
   name = path.split("/")[0]
   if name.startswith("enc"):
     return "encoder"
+  if name.startswith("exit"):  # SD-vanilla: exit<l>_<task>_bottleneck... / exit<l>_<task>_out
+    level, task = name[len("exit"):].split("_")[:2]
+    return f"exit{level}_{task}"
   for task in TASKS:
     if name.startswith(f"{task}_dec"):
       return f"decoder_{task}"
@@ -39,6 +42,10 @@ def _group(path: str) -> str:
       return f"student_head_{task}"
     if name.startswith(f"adapt_{task}"):
       return f"adaptation_{task}"
+  if name.startswith("shared_dec"):
+    return "decoder_shared"
+  if name.startswith("adapt_shared"):
+    return "adaptation_shared"
   raise AssertionError(f"unclassified variable {path}")
 
 
@@ -55,38 +62,72 @@ def _reached(model, image, labels) -> dict:
   return reached
 
 
-@pytest.mark.parametrize("method", ["vanilla", "sd_vanilla_eq5", "sd_vanilla_eq6", "sd_mtcnn_eq5",
-                                   "sd_mtcnn_eq6", "sd_mtcnn_both_full", "traditional_kd"])
-def test_each_method_has_its_loss_terms(method):
-  name, _, variant = method.rpartition("_") if method not in ("vanilla", "traditional_kd") \
-      else (method, "", "")
-  full = variant == "full"
-  if full:
-    name, _, variant = name.rpartition("_")
-  distill = variant or ("eq5" if method == "traditional_kd" else "none")
-  cfg = _cfg(method=name, distill=distill, full=full)
-  network, model = experiment.build_model(cfg)
-  names = [t.name for t in model.terms]
-  teacher = [f"teacher_{t}_loss" for t in TASKS]
-  student = [f"student_{t}_loss" for t in TASKS]
-  kd = [f"kd_{t}_loss" for t in TASKS]
-  hints = [f"hint_{t}_l{l}_loss" for t in TASKS for l in cfg.resolved_hint_levels]
+def _names(prefix: str, suffixes=("",)) -> list:
+  return [f"{prefix}_{t}{s}_loss" for t in TASKS for s in suffixes]
+
+
+# The methods of the paper's tables (METHOD.md, "Baselines" and the revised reading).
+METHODS = {
+    "vanilla": dict(method="vanilla", distill="none"),
+    "sd_vanilla_eq5": dict(method="sd_vanilla", distill="eq5"),
+    "sd_vanilla_eq6": dict(method="sd_vanilla", distill="eq6"),
+    "traditional_kd": dict(method="traditional_kd", distill="eq5"),
+    "sd_mtcnn_eq5": dict(method="sd_mtcnn", distill="eq5"),
+    "sd_mtcnn_eq6": dict(method="sd_mtcnn", distill="eq6"),
+    "sd_mtcnn_eq5_full": dict(method="sd_mtcnn", distill="eq5", full=True),
+    "sd_mtcnn_eq6_full": dict(method="sd_mtcnn", distill="eq6", full=True),
+}
+
+
+def _term_names(kind: str) -> list:
+  _, model = experiment.build_model(_cfg(**METHODS[kind]))
+  return [t.name for t in model.terms]
+
+
+@pytest.mark.parametrize("kind", sorted(METHODS))
+def test_each_method_has_its_loss_terms(kind):
+  teacher, student, kd = _names("teacher"), _names("student"), _names("kd")
+  exits = [f"_e{l}" for l in (3, 4, 5)]
+  by_exit = lambda *kinds: [n for e in exits for k in kinds for n in _names(k, (e,))]
+  hints = lambda levels: [f"hint_{t}_l{l}_loss" for t in TASKS for l in levels]
   expected = {
       "vanilla": teacher,
       "traditional_kd": student + kd,
-      "eq5": teacher + student + kd,
-      "eq6": teacher + student + hints,
-      "both": teacher + student + kd + hints,
-  }[method if method in ("vanilla", "traditional_kd") else distill]
-  assert names == expected
-  if full:
-    assert cfg.resolved_hint_levels == (1, 2, 3, 4, 5)
+      "sd_vanilla_eq5": teacher + by_exit("student", "kd"),
+      "sd_vanilla_eq6": teacher + by_exit("student", "hint"),
+      "sd_mtcnn_eq5": teacher + student + kd + hints((5,)),
+      "sd_mtcnn_eq6": teacher + student + hints((5,)),
+      "sd_mtcnn_eq5_full": teacher + student + kd + hints((1, 2, 3, 4, 5)),
+      "sd_mtcnn_eq6_full": teacher + student + hints((1, 2, 3, 4, 5)),
+  }[kind]
+  assert _term_names(kind) == expected
+  cfg = _cfg(**METHODS[kind])
+  _, model = experiment.build_model(cfg)
   # every term has its own tracker, exposed through `metrics` (progress bar, TensorBoard)
-  assert set(names) | {"loss"} <= {m.name for m in model.metrics}
+  assert set(expected) | {"loss"} <= {m.name for m in model.metrics}
 
 
-def test_gradient_flow_of_every_term():
-  cfg = _cfg(method="sd_mtcnn", distill="both")
+def test_the_methods_train_pairwise_different_losses():
+  terms = {kind: frozenset(_term_names(kind)) for kind in METHODS}
+  for a in METHODS:
+    for b in METHODS:
+      if a < b:
+        assert terms[a] != terms[b], (a, b)
+
+
+def test_dry_run_prints_the_loss_terms(capsys):
+  from sdmtcnn_tf import train
+  cfg = _cfg(**METHODS["sd_mtcnn_eq5"])
+  train.dry_run(cfg)
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("loss term ")]
+  assert lines[0] == "loss term teacher_semseg_loss weight 1"
+  assert "loss term kd_depth_loss weight 0.3" in lines
+  assert "loss term student_depth_loss weight 0.7" in lines
+  assert "loss term hint_normals_l5_loss weight 1" in lines
+
+
+def test_gradient_flow_of_every_sd_mtcnn_term():
+  cfg = _cfg(method="sd_mtcnn", distill="eq5")
   _, model = experiment.build_model(cfg)
   reached = _reached(model, *random_batch(cfg))
   for task in TASKS:
@@ -99,8 +140,45 @@ def test_gradient_flow_of_every_term():
     assert reached[f"hint_{task}_l5_loss"] == {"encoder", f"adaptation_{task}"}
 
 
+@pytest.mark.parametrize("distill", ["eq5", "eq6"])
+def test_gradient_flow_of_every_sd_vanilla_term(distill):
+  cfg = _cfg(method="sd_vanilla", distill=distill)
+  _, model = experiment.build_model(cfg)
+  reached = _reached(model, *random_batch(cfg))
+  for task in TASKS:
+    for level in (3, 4, 5):
+      exit_ = f"exit{level}_{task}"
+      assert reached[f"student_{task}_e{level}_loss"] == {"encoder", exit_}
+      extra = "kd" if distill == "eq5" else "hint"
+      # the deepest outputs (eq5) or the deepest feature (eq6) teach, never move the teacher;
+      # the hinted feature is the bottleneck's output (the head after it is not reached)
+      assert reached[f"{extra}_{task}_e{level}_loss"] <= {"encoder", exit_}
+      assert exit_ in reached[f"{extra}_{task}_e{level}_loss"]
+
+
+def test_a_shared_decoder_teaches_once_per_stage():
+  cfg = _cfg(method="sd_mtcnn", distill="eq6", decoder="shared", full=True)
+  _, model = experiment.build_model(cfg)
+  hints = [t for t in model.terms if t.name.startswith("hint_")]
+  assert [t.name for t in hints] == [f"hint_shared_l{l}_loss" for l in (1, 2, 3, 4, 5)]
+  reached = _reached(model, *random_batch(cfg))
+  assert reached["hint_shared_l3_loss"] == {"encoder", "adaptation_shared"}
+
+
+def test_a_variable_no_term_reaches_is_an_error_at_the_first_step():
+  import keras
+  from sdmtcnn_tf.model import UnreachedVariableError
+  cfg = _cfg(method="sd_mtcnn", distill="eq6")
+  _, model = experiment.build_model(cfg)
+  model.terms = tuple(t for t in model.terms if not t.name.startswith("hint_semseg"))
+  experiment.compile_model(model, cfg)
+  image, labels = random_batch(cfg)
+  with pytest.raises(UnreachedVariableError, match="adapt_semseg_l5"):
+    model.train_on_batch(image, labels)
+
+
 def test_two_way_lets_distillation_reach_the_teacher():
-  cfg = _cfg(method="sd_mtcnn", distill="both", two_way=True)
+  cfg = _cfg(method="sd_mtcnn", distill="eq5", two_way=True)
   _, model = experiment.build_model(cfg)
   reached = _reached(model, *random_batch(cfg))
   assert "decoder_semseg" in reached["kd_semseg_loss"]
@@ -134,7 +212,7 @@ def test_frozen_teacher_of_traditional_kd_gets_no_update(tmp_path):
 
 def test_zero_distillation_weights_reduce_to_the_vanilla_loss():
   vanilla_cfg = _cfg()
-  sd_cfg = _cfg(method="sd_mtcnn", distill="both", full=True, alpha=0.0, hint_weight=0.0,
+  sd_cfg = _cfg(method="sd_mtcnn", distill="eq5", full=True, alpha=0.0, hint_weight=0.0,
                 student_gt_weight=0.0)
   vanilla_net, vanilla = experiment.build_model(vanilla_cfg)
   sd_net, sd = experiment.build_model(sd_cfg)
@@ -155,8 +233,8 @@ def test_zero_distillation_weights_reduce_to_the_vanilla_loss():
   np.testing.assert_allclose(float(s_total), float(v_total), rtol=1e-6)
   for path, grad in v_grads.items():
     np.testing.assert_allclose(s_grads[path], grad, rtol=1e-5, atol=1e-7, err_msg=path)
-  # with the default student weight (1 - alpha = 1) the total is L_T + L_S
-  default = _cfg(method="sd_mtcnn", distill="eq5", alpha=0.0)
+  # with the default student weight (1 - alpha = 1) and no hint weight the total is L_T + L_S
+  default = _cfg(method="sd_mtcnn", distill="eq5", alpha=0.0, hint_weight=0.0)
   _, model = experiment.build_model(default)
   values = model.compute_terms(labels, model(image, training=True))
   expected = sum(float(values[f"{r}_{t}_loss"]) for r in ("teacher", "student") for t in TASKS)
@@ -194,7 +272,8 @@ from tests.conftest import random_batch
 # semseg + depth: a freshly initialised normals head (unit-normalised outputs of near-zero
 # vectors) takes huge SGD steps whose rounding would swamp the comparison
 cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, student_channels=16,
-                       num_classes=5, tasks=("semseg", "depth"), method="sd_mtcnn", distill="both", full=True,
+                       num_classes=5, tasks=("semseg", "depth"), method="sd_mtcnn",
+                       distill="eq5", full=True,
                        sync_batchnorm=True, optimizer="sgd", learning_rate=0.05,
                        batch_size=4).validate()
 image, labels = random_batch(cfg, n=4, seed=1)
@@ -265,3 +344,17 @@ def test_two_replicas_give_the_same_step_as_one():
   assert result["single"].keys() == result["multi"].keys()
   for key, value in result["single"].items():
     assert result["multi"][key] == pytest.approx(value, rel=1e-10, abs=1e-12), key
+
+
+@pytest.mark.parametrize("changes,flag", [
+    (dict(method="vanilla", full=True), "--full"),
+    (dict(method="sd_vanilla", distill="eq5", full=True), "--full"),
+    (dict(method="sd_mtcnn", distill="eq5", student_exits=(3, 4)), "--student_exits"),
+    (dict(method="sd_vanilla", distill="eq6", hint_source="mirrored"), "--hint_source"),
+    (dict(method="sd_vanilla", distill="eq6", student_exit=2), "--student_exit"),
+    (dict(method="sd_mtcnn", distill="none"), "--distill"),
+    (dict(method="traditional_kd", distill="eq6"), "--distill"),
+])
+def test_each_method_rejects_the_flags_it_does_not_read(changes, flag):
+  with pytest.raises(ValueError, match=flag):
+    _cfg(**changes)

@@ -95,11 +95,11 @@ def test_export_cli_savedmodel_reloads_and_matches_keras(smoke_run, tmp_path):
   served = signature(image=tf.constant(image))
   assert set(served) == {"semseg_logits", "semseg_labels", "depth", "normals"}
   assert served["semseg_labels"].dtype == tf.int32 and served["depth"].shape == (3, 32, 64)
-  _, network, _ = experiment.load_trained(smoke_run)
+  cfg, network, _ = experiment.load_trained(smoke_run)
   direct = network.teacher(image.astype(np.float32) / 255.0, training=False)
   # graph vs eager round-off may flip a near-tie of the argmax unpooling (export.agreement)
-  assert set(export.agreement(served, direct)) == set(served)
-  export.check_agreement(served, direct, "serving_default")
+  assert set(export.agreement(served, direct, cfg.task_specs)) == set(served)
+  export.check_agreement(served, direct, cfg.task_specs, "serving_default")
   labels_equal = np.mean(served["semseg_labels"].numpy() == np.argmax(direct["semseg"], -1))
   assert labels_equal >= 0.99
 

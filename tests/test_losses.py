@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sdmtcnn_tf import losses
-from sdmtcnn_tf.tasks import task_spec
+from tests.conftest import make_task
 
 RNG = np.random.default_rng(0)
 B, H, W, C = 2, 4, 5, 6
@@ -45,7 +45,7 @@ def test_depth_l1_over_valid_pixels_only():
   pred = RNG.normal(size=depth.shape).astype(np.float32)
   valid = depth[..., 0] != 0
   expected = np.abs(pred - depth)[..., 0][valid].mean()
-  got = _mean(losses.task_loss(task_spec("depth"), depth, pred))
+  got = _mean(make_task("depth").loss(depth, pred))
   assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -55,7 +55,7 @@ def test_normals_one_minus_cosine_over_valid_pixels():
   pred /= np.linalg.norm(pred, axis=-1, keepdims=True)
   valid = np.any(normals != 0, -1)
   expected = 1 - (pred * normals).sum(-1)[valid].mean()
-  got = _mean(losses.task_loss(task_spec("normals"), normals, pred))
+  got = _mean(make_task("normals").loss(normals, pred))
   assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_normals_one_minus_cosine_over_valid_pixels():
 def test_keypoints_and_edges_plain_l1(task):
   y = RNG.random((B, H, W, 1)).astype(np.float32)
   pred = RNG.random((B, H, W, 1)).astype(np.float32)
-  assert _mean(losses.task_loss(task_spec(task), y, pred)) == pytest.approx(
+  assert _mean(make_task(task).loss(y, pred)) == pytest.approx(
       np.abs(pred - y).mean(), rel=1e-5)
 
 
@@ -75,7 +75,7 @@ def test_semseg_kd_is_tau_squared_kl_over_valid_pixels():
   qt, qs = _softmax(t / tau), _softmax(s / tau)
   kl = (qt * (np.log(qt) - np.log(qs))).sum(-1)
   expected = tau ** 2 * kl[label >= 0].mean()
-  got = _mean(losses.distillation_output_term(task_spec("semseg", C), label, s, t, tau))
+  got = _mean(make_task("semseg", C).distillation_loss(label, s, t, tau))
   assert got == pytest.approx(expected, rel=1e-4)
 
 
@@ -85,7 +85,7 @@ def test_regression_kd_uses_teacher_as_target_on_valid_pixels():
   t = RNG.normal(size=depth.shape).astype(np.float32)
   valid = depth[..., 0] != 0
   expected = np.abs(s - t)[..., 0][valid].mean()
-  got = _mean(losses.distillation_output_term(task_spec("depth"), depth, s, t, 3.0))
+  got = _mean(make_task("depth").distillation_loss(depth, s, t, 3.0))
   assert got == pytest.approx(expected, rel=1e-5)
 
 

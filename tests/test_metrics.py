@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from sdmtcnn_tf import metrics as M
-from sdmtcnn_tf.tasks import task_spec
+from tests.conftest import make_task
 from tests.conftest import REPO
 
 N, H, W, C = 6, 8, 10, 4
@@ -137,10 +137,10 @@ def ref_abs(gt, pred):
 
 def evaluate(task, feed_bs, legacy_bs=2, data=None, graph=True, sample_weight=None):
   """Flat result dict (keys without the role_task prefix) after feeding `data` in batches."""
-  spec = task_spec(task, num_classes=C)
+  spec = make_task(task, num_classes=C)
   y_true, y_pred = DATA[task] if data is None else data
   out = {}
-  for m in M.task_metrics(spec, "teacher", legacy=True, legacy_batch_size=legacy_bs):
+  for m in spec.metrics("teacher", legacy=True, legacy_batch_size=legacy_bs):
     update = tf.function(m.update_state) if graph else m.update_state
     for s in range(0, len(y_true), feed_bs):
       sw = None if sample_weight is None else sample_weight[s:s + feed_bs]
@@ -190,10 +190,10 @@ def test_eager_equals_graph():
 
 def test_xla_compiles():
   for task in ("semseg", "normals"):
-    spec = task_spec(task, num_classes=C)
+    spec = make_task(task, num_classes=C)
     gt, pred = DATA[task]
     out = {}
-    for m in M.task_metrics(spec, "s"):
+    for m in spec.metrics("s"):
       tf.function(m.update_state, jit_compile=True)(gt, pred)
       out.update({k[len(f"s_{task}_"):]: float(v) for k, v in m.result().items()})
     assert_close(out, evaluate(task, N), atol=1e-6, median_tol=1e-6)
@@ -205,11 +205,12 @@ def test_xla_compiles():
 @pytest.mark.parametrize("task", ["semseg", "depth", "normals", "keypoints"])
 def test_primary_independent_of_batch_size(task):
   one, six = evaluate(task, 1), evaluate(task, 6)
-  for k in M.PRIMARY_KEYS[task]:
+  spec = make_task(task, num_classes=C)
+  for k in spec.primary_metrics:
     assert one[k] == pytest.approx(six[k], rel=1e-9, abs=1e-9), k
-  if task in M.LEGACY_KEYS:  # both multiples of legacy_batch_size = 2
+  if spec.legacy_metrics:  # both multiples of legacy_batch_size = 2
     two = evaluate(task, 2)
-    for k in M.LEGACY_KEYS[task]:
+    for k in spec.legacy_metrics:
       assert two[k] == pytest.approx(six[k], rel=1e-9, abs=1e-9), k
 
 
@@ -228,9 +229,9 @@ def test_miou_legacy_counts_ignored_pixels_in_union():
   labels = np.array([[[0, 0, -1, -1]]], np.int32)     # [1, 1, 4]
   pred = np.array([[[0, 0, 0, 1]]])
   logits = np.eye(2, dtype=np.float32)[pred]          # [1, 1, 4, 2]
-  spec = task_spec("semseg", num_classes=2)
+  spec = make_task("semseg", num_classes=2)
   out = {}
-  for m in M.task_metrics(spec, "t"):
+  for m in spec.metrics("t"):
     m.update_state(labels, logits)
     out.update({k: float(v) for k, v in m.result().items()})
   assert out["t_semseg_miou"] == pytest.approx(100.0)            # class 1 never in a valid pixel
@@ -255,8 +256,8 @@ def test_median_is_a_true_median():
 
 def test_empty_state_is_nan():
   for task in ("semseg", "depth", "normals", "keypoints"):
-    spec = task_spec(task, num_classes=C)
-    for m in M.task_metrics(spec, "t"):
+    spec = make_task(task, num_classes=C)
+    for m in spec.metrics("t"):
       assert all(math.isnan(float(v)) for v in m.result().values())
   # A batch with no valid pixel leaves depth/normals NaN.
   gt, pred = DATA["normals"]
@@ -266,18 +267,17 @@ def test_empty_state_is_nan():
 
 def test_names_and_config():
   for task in ("semseg", "depth", "normals", "keypoints", "edges"):
-    spec = task_spec(task, num_classes=C)
+    spec = make_task(task, num_classes=C)
     for legacy in (True, False):
-      ms = M.task_metrics(spec, "student", legacy=legacy)
+      ms = spec.metrics("student", legacy=legacy)
       want_names = [f"student_{task}"] + ([f"student_{task}_legacy"]
-                                          if legacy and task in M.LEGACY_KEYS else [])
+                                          if legacy and spec.legacy_metrics else [])
       assert [m.name for m in ms] == want_names
       keys = [k for m in ms for k in m.result()]
-      assert keys == M.metric_names(spec, "student", legacy=legacy)
+      assert keys == spec.metric_keys("student", legacy=legacy)
       for m in ms:
         clone = type(m).from_config(m.get_config())
         assert clone.name == m.name and list(clone.result()) == list(m.result())
-    assert set(M.PRIMARY_KEYS[task]) == set(spec.higher_is_better) - {"loss"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def _identity_model():
 
 
 def _compile_and_evaluate(model, batch_size, n=N):
-  metrics = {t: M.task_metrics(task_spec(t, num_classes=C), "teacher")
+  metrics = {t: make_task(t, num_classes=C).metrics("teacher")
              for t in ("semseg", "depth", "normals")}
   model.compile(loss={"depth": "mae"}, metrics=metrics, jit_compile=False)
   x = [DATA["semseg"][1][:n], DATA["depth"][1][:n], DATA["normals"][1][:n]]

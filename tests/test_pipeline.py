@@ -49,8 +49,11 @@ def data_dir(tmp_path_factory):
 
 
 def expected_label_shape(task: str, batch: int) -> tuple:
-  channels = tasks_lib.task_spec(task).label_channels
-  return (batch, H, W, channels) if channels else (batch, H, W)
+  """Class maps decode to [B, H, W], the other labels to [B, H, W, C] (C >= 1)."""
+  task_cls = tasks_lib.task_class(task)
+  if task_cls.uses_classes:
+    return (batch, H, W)
+  return (batch, H, W, max(task_cls.label_channels, 1))
 
 
 def as_numpy(ds) -> list:

@@ -1,4 +1,4 @@
-"""Tests of the built-in synthetic dataset (sdmtcnn_tf/data/synthetic.py, datasets/synthetic.py)."""
+"""Tests of the built-in synthetic dataset (sdmtcnn_tf/data/synthetic/, datasets/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ _IMPORT_ORDERS = {
 def test_cli_module_defines_no_flags_at_import(order):
   """absl FLAGS is global, so each order runs in a fresh process; no DuplicateFlagError."""
   code = (_IMPORT_ORDERS[order]
-          + "import datasets.common, datasets.nyuv2, datasets.cityscapes, datasets.taskonomy\n"
+          + "import datasets.cli, datasets.reading, datasets.checks, datasets.writing, datasets.nyuv2, datasets.cityscapes, datasets.taskonomy\n"
           + "import datasets.mtan_npy, datasets.verify\n"
           + "from absl import flags\n"
           + "assert 'num_train' not in flags.FLAGS, 'datasets.synthetic defined flags at import'\n"

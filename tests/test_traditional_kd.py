@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import REPO, SMOKE_FLAGS, run_module
 
 from sdmtcnn_tf import config as config_lib, experiment, train
-from sdmtcnn_tf.models.build import build_network, check_teacher
+from sdmtcnn_tf.methods.traditional_kd import check_teacher
+from sdmtcnn_tf.models.build import build_network
 
 KD_FLAGS = "configs/synthetic_traditional_kd.flags"
 FAST = dict(epochs=1, steps_per_epoch=2, verbose=0, validation_freq=100, precise_bn_batches=0)
@@ -32,8 +33,8 @@ def test_teacher_outputs_are_matched_by_task_name_not_order(monkeypatch):
   teacher = student.replace(method="vanilla", distill="none", tasks=("depth", "semseg"))
   network = build_network(student, teacher)
   out = network.model(np.zeros((1, 32, 64, 3), np.float32))
-  assert out["teacher_semseg"].shape[-1] == student.num_classes
-  assert out["teacher_depth"].shape[-1] == 1
+  assert out["teacher"]["semseg"].shape[-1] == student.num_classes
+  assert out["teacher"]["depth"].shape[-1] == 1
   with pytest.raises(ValueError, match="tasks"):
     check_teacher(teacher.replace(tasks=("depth", "normals")), student)
 

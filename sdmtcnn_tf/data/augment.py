@@ -4,8 +4,9 @@ One random draw per example is applied to all maps (MTAN protocol, HEAD):
   * random scale-crop: pick s in SCALES, crop a random (H/s, W/s) window, resize back to (H, W);
     depth is divided by s (the scene looks s times closer) -- disparity is multiplied by s;
   * random horizontal flip: mirror every map and negate the normals' x component.
-Image and keypoints/edges resize bilinearly; semseg, depth and normals use nearest neighbour so
-ignore/invalid pixels stay exactly 0 / -1 and normals stay unit vectors.
+Each task says how its label resizes (`Task.resize_method`: nearest for semseg, depth and
+normals, so ignore/invalid pixels stay exactly -1 / 0 and normals stay unit vectors), what a
+zoom does to its values (`Task.zoom`) and what a mirror does (`Task.flip`).
 Randomness is stateless, keyed by a per-example seed that make_dataset draws from its seed
 (new draws every epoch): the same seed gives the same sequence of epochs.
 """
@@ -17,7 +18,6 @@ import tensorflow as tf
 from sdmtcnn_tf import tasks as tasks_lib
 
 SCALES = (1.0, 1.2, 1.5)
-_NEAREST = (tasks_lib.SEMSEG, tasks_lib.DEPTH, tasks_lib.NORMALS)
 
 
 def _resize(x, size, method):
@@ -47,24 +47,19 @@ def scale_crop(image, labels, seed, depth_unit: str = "metres"):
   image = crop(image, "bilinear")
   out = {}
   for task, value in labels.items():
-    value = crop(value, "nearest" if task in _NEAREST else "bilinear")
-    if task == tasks_lib.DEPTH:
-      value = value / scale if depth_unit == "metres" else value * scale
-    out[task] = value
+    task_cls = tasks_lib.task_class(task)
+    out[task] = task_cls.zoom(crop(value, task_cls.resize_method), scale, depth_unit)
   return image, out
 
 
 def horizontal_flip(image, labels, seed):
-  """Mirrors every map with probability 1/2; normals' x component is negated."""
+  """Mirrors every map with probability 1/2 (each task fixes its values, see Task.flip)."""
   flip = tf.random.stateless_uniform([], seed) < 0.5
 
   def do_flip():
     flipped = {}
     for task, value in labels.items():
-      value = tf.reverse(value, axis=[1])
-      if task == tasks_lib.NORMALS:
-        value = value * tf.constant([-1.0, 1.0, 1.0])
-      flipped[task] = value
+      flipped[task] = tasks_lib.task_class(task).flip(tf.reverse(value, axis=[1]))
     return tf.reverse(image, axis=[1]), flipped
 
   return tf.cond(flip, do_flip, lambda: (image, dict(labels)))

@@ -10,6 +10,7 @@ import os
 
 import tensorflow as tf
 
+from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import augment as augment_lib
 from sdmtcnn_tf.data import schema
 
@@ -33,7 +34,8 @@ def check_dataset(data_dir: str, split: str, tasks, height: int, width: int,
   if (manifest.height, manifest.width) != (height, width):
     raise ValueError(f"--height/--width = {height}x{width} but the records in {data_dir} are "
                      f"{manifest.height}x{manifest.width}")
-  if num_classes is not None and "semseg" in tasks and manifest.num_classes != num_classes:
+  uses_classes = any(tasks_lib.task_class(t).uses_classes for t in tasks)
+  if num_classes is not None and uses_classes and manifest.num_classes != num_classes:
     raise ValueError(f"--num_classes={num_classes} but {data_dir} has "
                      f"{manifest.num_classes} classes")
   paths = schema.shard_paths(data_dir, manifest, split)

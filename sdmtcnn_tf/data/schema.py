@@ -35,18 +35,20 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 DEPTH_UNITS = ("metres", "disparity")
 
-# Storage dtype and channel count of each task's label map.
-LABEL_STORAGE = {
-    tasks_lib.SEMSEG: (np.int16, 0),
-    tasks_lib.DEPTH: (np.float32, 0),
-    tasks_lib.NORMALS: (np.float16, 3),
-    tasks_lib.KEYPOINTS: (np.float16, 0),
-    tasks_lib.EDGES: (np.float16, 0),
-}
 
 
 class SchemaError(ValueError):
   """A record, shard or manifest does not follow the schema."""
+
+
+def label_storage(task: str) -> tuple:
+  """(numpy storage dtype, channels; 0 = an [H, W] map) of task `task`'s label records (the
+  task class says, see tasks/)."""
+  try:
+    cls = tasks_lib.task_class(task)
+  except ValueError as e:
+    raise SchemaError(str(e)) from None
+  return cls.storage_dtype, cls.label_channels
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -79,9 +81,10 @@ def encode_example(key: str, image: np.ndarray, labels: Mapping[str, np.ndarray]
   features = {"key": _bytes(key.encode()), "height": _int(height), "width": _int(width),
               "image": _bytes(image.tobytes())}
   for task, value in labels.items():
-    if task not in LABEL_STORAGE:
-      raise SchemaError(f"{key}: unknown task {task!r}")
-    dtype, channels = LABEL_STORAGE[task]
+    try:
+      dtype, channels = label_storage(task)
+    except SchemaError as e:
+      raise SchemaError(f"{key}: {e}") from None
     value = np.asarray(value)
     if channels == 0 and value.ndim == 3 and value.shape[2] == 1:
       value = value[..., 0]
@@ -124,13 +127,10 @@ def decode_example(serialized: tf.Tensor, height: int, width: int, tasks: Iterab
   image = tf.cast(image, tf.float32) / 255.0
   labels = {}
   for task in tasks:
-    dtype, channels = LABEL_STORAGE[task]
+    dtype, channels = label_storage(task)
     shape = [height, width, channels or 1]
     value = _decode_raw(parsed[task], tf.as_dtype(dtype), shape, task)
-    if task == tasks_lib.SEMSEG:
-      labels[task] = tf.cast(value[..., 0], tf.int32)
-    else:
-      labels[task] = tf.cast(value, tf.float32)
+    labels[task] = tasks_lib.task_class(task).decode(value)
   return parsed["key"], image, labels
 
 
@@ -253,7 +253,7 @@ def read_manifest(data_dir: str) -> Manifest:
     raise SchemaError(f"{path} lacks the field(s) {missing}")
   if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
     raise SchemaError(f"{path}: schema_version {raw['schema_version']} is not {SCHEMA_VERSION}")
-  unknown = [t for t in raw["tasks"] if t not in LABEL_STORAGE]
+  unknown = [t for t in raw["tasks"] if t not in tasks_lib.names()]
   if unknown:
     raise SchemaError(f"{path}: unknown task(s) {unknown}")
   if raw["depth_unit"] not in DEPTH_UNITS:

@@ -6,22 +6,21 @@ import keras
 from keras import layers
 
 from sdmtcnn_tf.models import layers as L
-from sdmtcnn_tf.tasks import TaskSpec
+from sdmtcnn_tf.tasks import Task
 
 
-def _activate(x, spec: TaskSpec, name: str):
+def _activate(x, spec: Task, name: str):
   x = L.as_full_precision(x, f"{name}_f32")
   if spec.activation == "l2_normalize":
     x = L.L2Normalize(dtype=L.full_precision(), name=f"{name}_unit")(x)
   return x
 
 
-def teacher_head(feature, spec: TaskSpec, name: str, output_bias: float = 0.0):
+def teacher_head(feature, spec: Task, name: str):
   """MTAN's prediction head: 3x3 conv (C->C) then 1x1 conv to the task's channels, no BN/ReLU.
 
   Args:
     feature: [B, H, W, C] full-resolution decoder feature.
-    output_bias: initial bias of the output conv (--depth_bias_init for depth, else 0).
   Returns:
     float32 [B, H, W, spec.channels]: logits (semseg), linear (depth, keypoints, edges) or unit
     vectors (normals).
@@ -30,13 +29,13 @@ def teacher_head(feature, spec: TaskSpec, name: str, output_bias: float = 0.0):
   x = layers.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
                     name=f"{name}_conv3")(feature)
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
-                    bias_initializer=keras.initializers.Constant(output_bias),
+                    bias_initializer=keras.initializers.Constant(spec.output_bias),
                     name=f"{name}_conv1")(x)
   return _activate(x, spec, name)
 
 
-def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int, name: str,
-                 sync_batchnorm: bool = False, output_bias: float = 0.0, skips=()):
+def student_head(encoded, spec: Task, channels: int, height: int, width: int, name: str,
+                 sync_batchnorm: bool = False, skips=()):
   """Light student head on the encoder (RECON, METHOD.md "Student heads").
 
   Two conv-BN-ReLU with `channels` filters on `encoded` (1/32); then, for each (level, enc_l)
@@ -56,10 +55,23 @@ def student_head(encoded, spec: TaskSpec, channels: int, height: int, width: int
     lateral = layers.Conv2D(channels, 1, name=f"{name}_lateral{level}")(skip)
     x = layers.Add(name=f"{name}_merge{level}")([x, lateral])
     x = L.conv_bn_relu(x, channels, f"{name}_fuse{level}", sync_batchnorm)
+  return _output(x, spec, height, width, name)
+
+
+def _output(x, spec: Task, height: int, width: int, name: str):
+  """1x1 output conv, bilinear upsampling to (height, width), activation."""
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
-                    bias_initializer=keras.initializers.Constant(output_bias), name=f"{name}_out")(x)
-  x = L.ResizeBilinear(height, width, name=f"{name}_resize")(x)
+                    bias_initializer=keras.initializers.Constant(spec.output_bias),
+                    name=f"{name}_out")(x)
+  x = layers.Resizing(height, width, interpolation="bilinear", name=f"{name}_resize")(x)
   return _activate(x, spec, name)
+
+
+def exit_head(feature, spec: Task, height: int, width: int, name: str):
+  """SD-vanilla (BYOT) exit head on an exit's bottleneck output (BYOT's classifier after the
+  bottleneck): 1x1 output conv, bilinear upsampling, activation.
+  [B, h, w, C] -> float32 [B, height, width, spec.channels]."""
+  return _output(feature, spec, height, width, name)
 
 
 def adaptation(feature, out_channels: int, kind: str, name: str, sync_batchnorm: bool = False):

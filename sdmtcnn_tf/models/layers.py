@@ -98,25 +98,6 @@ class MaxUnpool(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sdmtcnn")
-class ResizeBilinear(layers.Layer):
-  """Bilinear resize of [B, h, w, C] to a fixed (height, width)."""
-
-  def __init__(self, height: int, width: int, **kwargs):
-    super().__init__(**kwargs)
-    self.height = height
-    self.width = width
-
-  def call(self, x):
-    return tf.cast(tf.image.resize(x, (self.height, self.width), method="bilinear"), x.dtype)
-
-  def compute_output_spec(self, x):
-    return keras.KerasTensor((x.shape[0], self.height, self.width, x.shape[3]), x.dtype)
-
-  def get_config(self):
-    return {**super().get_config(), "height": self.height, "width": self.width}
-
-
-@keras.saving.register_keras_serializable(package="sdmtcnn")
 class L2Normalize(layers.Layer):
   """Unit-normalises the last axis (surface normals): [..., C] -> [..., C]."""
 

@@ -34,7 +34,8 @@ def segnet_encoder(image, filters, sync_batchnorm: bool = False, pool: str = "ar
     pool: "argmax" (SegNet, keeps indices) or "max" (plain, for U-Net).
   Returns:
     (features, argmaxes): features {"enc1".."enc5": pre-pool [B, H/2^(l-1), W/2^(l-1), f_l],
-    "encoded": [B, H/32, W/32, f5]}; argmaxes {l: int64 argmax of stage l's pool} (empty for
+    "pool1".."pool5": the stage outputs [B, H/2^l, W/2^l, f_l], "encoded" = pool5
+    [B, H/32, W/32, f5]}; argmaxes {l: int64 argmax of stage l's pool} (empty for
     pool="max").
   """
   from keras import layers
@@ -48,6 +49,7 @@ def segnet_encoder(image, filters, sync_batchnorm: bool = False, pool: str = "ar
       x, argmaxes[l] = L.MaxPoolWithArgmax(name=f"enc{l}_pool")(x)
     else:
       x = layers.MaxPooling2D(2, name=f"enc{l}_pool")(x)
+    features[f"pool{l}"] = x
   features["encoded"] = x
   return features, argmaxes
 

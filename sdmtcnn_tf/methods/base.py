@@ -1,0 +1,87 @@
+"""The Method base class: what a training method adds to the shared teacher and how it is
+trained, in the spirit of `keras.distillation.Distiller`.
+
+A method validates its own flags, builds its graph (by default: the shared backbone of
+models/backbone.py plus the extra outputs it declares: student heads, exits, adaptation layers
+and hint pairs) and lists its weighted loss terms (methods/terms.py). `MultiTaskModel` asks it
+for the terms and never switches on a method's name.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from sdmtcnn_tf.methods import terms as terms_lib
+from sdmtcnn_tf.models import backbone as backbone_lib
+
+
+def need(cond: bool, flag: str, expected: str, got) -> None:
+  """Raises ValueError naming the flag, what was expected and what was given."""
+  if not cond:
+    raise ValueError(f"--{flag}: expected {expected}, got {got!r}")
+
+
+# Flags that only some methods read (their value must stay the default for the others).
+METHOD_FLAGS = {"full": False, "student_exits": (), "student_exit": 0, "hint_source": "default",
+                "teaching_tasks": (), "hint_levels": (), "student_levels": ()}
+
+
+class Method:
+  """One training method (a row family of the paper's tables).
+
+  Class attributes:
+    name: the --method value.
+    distills: the --distill values it accepts.
+    roles: the networks it reports metrics for ("teacher", "student").
+    teacher_run: True when it distils a separately trained teacher (--teacher_dir), whose
+      config the run records and whose weights the training entry point loads.
+  """
+
+  name: ClassVar[str] = ""
+  distills: ClassVar[tuple] = ("none",)
+  reads: ClassVar[frozenset] = frozenset()  # the METHOD_FLAGS it uses
+  roles: ClassVar[tuple] = ("teacher",)
+  teacher_run: ClassVar[bool] = False
+
+  def __repr__(self):
+    return f"{type(self).__name__}()"
+
+  def validate(self, cfg) -> None:
+    """Raises ValueError naming the flag when `cfg` sets something this method cannot do:
+    a --distill it does not know, or a METHOD_FLAGS flag it does not read. Subclasses check
+    the values of the flags they read after calling this."""
+    need(cfg.distill in self.distills, "distill",
+         f"one of {', '.join(self.distills)} for --method={self.name}", cfg.distill)
+    for flag, default in METHOD_FLAGS.items():
+      need(flag in self.reads or getattr(cfg, flag) == default, flag,
+           f"its default {default!r}: --method={self.name} does not use it",
+           getattr(cfg, flag))
+
+  # ---- graph -------------------------------------------------------------------------------
+  def build(self, image, cfg, teacher_cfg=None) -> tuple:
+    """Returns (outputs, teacher outputs, student outputs or None, frozen teacher model or
+    None): `outputs` is the training graph's nested structure (methods/terms.py), the other
+    two the {task: y} of the serving roles."""
+    backbone = backbone_lib.build_backbone(image, cfg)
+    outputs = {"teacher": backbone.teacher, **self.extra_outputs(cfg, backbone)}
+    return outputs, backbone.teacher, outputs.get("student"), None
+
+  def extra_outputs(self, cfg, backbone) -> dict:
+    """The outputs the method adds to the teacher's: "student", "exits", "hints"."""
+    return {}
+
+  # ---- losses ------------------------------------------------------------------------------
+  def loss_terms(self, cfg) -> tuple:
+    """The weighted loss terms, in logging order. Default: the teacher's (Eq. 2)."""
+    return self.teacher_terms(cfg)
+
+  @staticmethod
+  def teacher_terms(cfg) -> tuple:
+    return tuple(terms_lib.Supervised(f"teacher_{t.name}_loss", cfg.task_weight(t.name), t,
+                                      ("teacher",))
+                 for t in cfg.task_specs)
+
+  def frozen_variables(self, model) -> set:
+    """Paths of trainable variables that no loss term is meant to reach (none by default):
+    the training step raises on any other variable that gets no gradient."""
+    return set()

@@ -1,0 +1,65 @@
+"""Baseline-3, traditional knowledge distillation: a trained, frozen Baseline-1 teacher teaches
+a separate student network (its own encoder and student heads): labels + Eq. 5. Only the
+student is reported.
+
+The teacher's architecture comes from `teacher_cfg` (the config the run recorded from
+--teacher_dir, see experiment.teacher_config); its weights are loaded by the training entry
+point, never by the builder.
+"""
+
+from __future__ import annotations
+
+from sdmtcnn_tf.methods import students
+from sdmtcnn_tf.methods.base import Method, need
+from sdmtcnn_tf.models import backbone as backbone_lib
+from sdmtcnn_tf.models import segnet
+from sdmtcnn_tf.models.layers import as_full_precision
+
+
+def default_teacher_config(cfg):
+  """The vanilla teacher a dry run or test builds when no trained teacher is named."""
+  return cfg.replace(method="vanilla", distill="none", full=False, student_levels=(),
+                     teacher_dir="", hint_source="default")
+
+
+def check_teacher(teacher_cfg, cfg, source: str = "the teacher") -> None:
+  """The teacher must be a vanilla run on the same data as `cfg` (the same tasks as a set,
+  classes and size). Raises ValueError naming `source`."""
+  if teacher_cfg.method != "vanilla":
+    raise ValueError(f"{source} holds a {teacher_cfg.method} run; traditional_kd distils a "
+                     "trained vanilla (Baseline-1) teacher")
+  def differs(field):
+    mine, theirs = getattr(cfg, field), getattr(teacher_cfg, field)
+    return sorted(mine) != sorted(theirs) if field == "tasks" else mine != theirs
+  differ = [f"{f}: teacher {getattr(teacher_cfg, f)!r} vs this run {getattr(cfg, f)!r}"
+            for f in ("tasks", "num_classes", "height", "width") if differs(f)]
+  if differ:
+    raise ValueError(f"{source} was trained on other data: " + "; ".join(differ))
+
+
+class TraditionalKD(Method):
+  name = "traditional_kd"
+  distills = ("eq5", "none")
+  reads = frozenset({"student_levels"})
+  roles = ("student",)
+  teacher_run = True
+
+  def build(self, image, cfg, teacher_cfg=None):
+    from sdmtcnn_tf.models.build import build_network  # the teacher is a whole network
+    teacher_cfg = teacher_cfg or default_teacher_config(cfg)
+    check_teacher(teacher_cfg, cfg)
+    teacher_model = build_network(teacher_cfg).teacher
+    teacher_model.trainable = False
+    teacher = teacher_model(image, training=False)
+    filters = segnet.scaled_filters(cfg.width_multiplier)
+    features, _ = backbone_lib.encoder(image, cfg, filters)
+    student = students.student_heads(features, cfg)
+    # matched by task name: the teacher's --tasks order may differ
+    frozen = {t: as_full_precision(teacher[t], f"frozen_teacher_{t}") for t in teacher}
+    return {"teacher": frozen, "student": student}, teacher, student, teacher_model
+
+  def loss_terms(self, cfg):
+    return students.student_terms(cfg)
+
+  def frozen_variables(self, model):
+    return {v.path for v in model.network.teacher.weights}

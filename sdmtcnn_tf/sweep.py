@@ -1,0 +1,97 @@
+"""Seed sweep: train every config with every seed, tabulate mean ± std per config and role.
+
+  python -m sdmtcnn_tf.sweep --out_dir=/tmp/patterns --seeds=0,1,2 \
+      --configs=configs/synthetic_vanilla.flags,configs/synthetic_sd_mtcnn_eq5.flags
+
+Runs go to `<out_dir>/runs/<config>_seed<s>` and share one dataset in `<out_dir>/data` (the
+config's --data_seed: only the training seed varies). A run whose results/metrics.json exists
+is not trained again, so a killed sweep continues where it stopped. The table (markdown) is
+printed and written to `<out_dir>/sweep.md`; every run's metrics stay in its metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
+
+import numpy as np
+from absl import flags
+
+from sdmtcnn_tf import atomic, baselines, experiment, methods, train
+from sdmtcnn_tf import config as config_lib
+from sdmtcnn_tf.rundir import RunPaths
+
+# (column title, metric key without the role prefix)
+COLUMNS = (("pixacc", "semseg_pixacc"), ("mIoU", "semseg_miou"), ("depth abs", "depth_abs"),
+           ("depth rel", "depth_rel"), ("normals mean°", "normals_mean_deg"))
+
+
+def run_name(flagfile: str, seed: int) -> str:
+  return f"{os.path.splitext(os.path.basename(flagfile))[0]}_seed{seed}"
+
+
+def train_all(flagfiles, seeds, out_dir: str) -> dict:
+  """{(config name, seed): metrics} for every pair, training the ones not finished yet."""
+  data_dir = os.path.join(out_dir, "data")
+  results = {}
+  for flagfile in flagfiles:
+    for seed in seeds:
+      model_dir = os.path.join(out_dir, "runs", run_name(flagfile, seed))
+      path = RunPaths(model_dir).metrics_json
+      if not os.path.exists(path):
+        # validated once, after the last epoch: the table reads the final metrics only
+        cfg = config_lib.parse_flagfile(flagfile, model_dir=model_dir, data_dir=data_dir,
+                                        seed=seed, verbose=0, validation_freq=10**6)
+        print(f"training {model_dir}", flush=True)
+        train.train(cfg)
+      with open(path) as f:
+        results[(flagfile, seed)] = json.load(f)
+  return results
+
+
+def _cell(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return ""
+  return f"{np.mean(values):.4g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}"
+
+
+def table(flagfiles, seeds, results: dict, constant: dict) -> str:
+  """Markdown: one row per (config, role), mean ± sample std over the seeds per column."""
+  lines = ["| run | role | " + " | ".join(title for title, _ in COLUMNS) + " |",
+           "|---|---|" + "---|" * len(COLUMNS)]
+  lines.append("| constant predictor | – | " + " | ".join(
+      f"{constant[f'{baselines.ROLE}_{key}']:.4g}" if f"{baselines.ROLE}_{key}" in constant
+      else "" for _, key in COLUMNS) + " |")
+  for flagfile in flagfiles:
+    cfg = config_lib.parse_flagfile(flagfile)
+    name = os.path.splitext(os.path.basename(flagfile))[0]
+    for role in methods.get(cfg.method).roles:
+      cells = [_cell([results[(flagfile, s)].get(f"{role}_{key}") for s in seeds])
+               for _, key in COLUMNS]
+      lines.append(f"| {name} | {role[0].upper()} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  cli.check_no_arguments(argv)
+  fv = flags.FLAGS
+  if not fv.configs or not fv.seeds:
+    raise ValueError("--configs and --seeds are required (comma lists)")
+  seeds = [int(s) for s in fv.seeds]
+  results = train_all(fv.configs, seeds, fv.out_dir)
+  cfg = config_lib.parse_flagfile(fv.configs[0], data_dir=os.path.join(fv.out_dir, "data"))
+  constant = baselines.evaluate_constant(cfg, experiment.prepare_data(cfg, experiment.EVAL_SPLIT))
+  text = (f"{len(seeds)} seeds ({','.join(map(str, seeds))}), mean ± sample std\n\n"
+          + table(fv.configs, seeds, results, constant) + "\n")
+  atomic.write_text(os.path.join(fv.out_dir, "sweep.md"), text, label="sweep")
+  print(text)
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("out_dir", "sweep_out", "Where the data, the runs and sweep.md go.")
+  flags.DEFINE_list("configs", [], "Flagfiles to train.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (--seed) of every config.")
+  cli.run(main)

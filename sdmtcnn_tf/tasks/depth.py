@@ -1,0 +1,57 @@
+"""Depth (metres) or disparity: L1 over valid pixels, abs/rel errors."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from sdmtcnn_tf import metrics as metrics_lib
+from sdmtcnn_tf.tasks.base import Task
+
+
+class Depth(Task):
+  """Labels float32 [H, W, 1] in metres or disparity (the manifest's depth_unit), 0 = invalid
+  (stored float32: depth is never quantised). Outputs linear [B, H, W, 1]."""
+
+  name = "depth"
+  storage_dtype = np.float32
+  label_channels = 0
+  resize_method = "nearest"  # invalid (0) pixels must stay exactly 0
+  primary_metrics = {"abs": False, "rel": False}
+  legacy_metrics = ("abs_legacy", "rel_legacy")
+  headline = "abs"
+
+  @classmethod
+  def from_config(cls, cfg):
+    return cls(channels=1, output_bias=cfg.depth_bias_init)
+
+  def check_label(self, value, num_classes):
+    if np.any(value < 0):
+      return "depth holds negative values"
+    return super().check_label(value, num_classes)
+
+  @classmethod
+  def zoom(cls, label, scale, depth_unit):
+    # the scene looks `scale` times closer: depth shrinks, disparity grows (MTAN)
+    return label / scale if depth_unit == "metres" else label * scale
+
+  def random_label(self, rng, batch, height, width):
+    depth = rng.uniform(0.5, 5.0, (batch, height, width, 1)).astype(np.float32)
+    return np.where(rng.random(depth.shape) < 0.1, np.float32(0), depth)
+
+  def valid_mask(self, label, dtype="float32"):
+    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
+
+  def valid_mask_np(self, label):
+    return np.any(label != 0, -1)
+
+  def metrics(self, role, legacy=True, legacy_batch_size=2):
+    out = [metrics_lib.DepthMetric(role, self.name)]
+    if legacy:
+      out.append(metrics_lib.DepthLegacyMetric(role, self.name, legacy_batch_size))
+    return out
+
+  def colourise(self, value):
+    valid = value > 0
+    out = super().colourise(np.where(valid, value, np.median(value[valid]) if valid.any() else 0))
+    return np.where(valid[..., None], out, np.uint8(0))
