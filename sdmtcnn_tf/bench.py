@@ -12,17 +12,21 @@ import resource
 import statistics
 import time
 
+from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
+
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from sdmtcnn_tf import config as config_lib, experiment
-from sdmtcnn_tf.logs import quiet_logs
 from sdmtcnn_tf.models.build import count_params
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "configs/nyuv2_vanilla.flags", "Flagfile of the model to time.")
-flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
-flags.DEFINE_integer("batch", 0, "Batch size; 0 = the config's.")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("config", "configs/nyuv2_vanilla.flags", "Flagfile of the model to time.")
+  flags.DEFINE_integer("steps", 5, "Timed training steps (after one warm-up step).")
+  flags.DEFINE_integer("batch", 0, "Batch size; 0 = the config's.")
 
 
 def _random_batch(cfg, batch: int, rng):
@@ -33,8 +37,7 @@ def _random_batch(cfg, batch: int, rng):
 
 
 def main(argv):
-  del argv
-  quiet_logs()
+  cli.check_no_arguments(argv)
   cfg = config_lib.parse_flagfile(FLAGS.config, teacher_dir="")
   batch = FLAGS.batch or cfg.batch_size
   network, model = experiment.build_model(cfg)
@@ -65,4 +68,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  cli.run(main)

@@ -12,24 +12,26 @@ from __future__ import annotations
 import os
 import time
 
+from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
+
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
-
-from sdmtcnn_tf.logs import quiet_logs
+from absl import flags
 
 from sdmtcnn_tf import baselines, config as config_lib, evaluate, experiment, export, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "demo_out", "Where the data and the run directories go.")
-flags.DEFINE_list("configs", ["configs/synthetic_demo.flags",
-                             "configs/synthetic_sd_mtcnn_eq5_full.flags"],
-                  "Flagfiles to train, in order (Baseline-1 and SD-MTCNN full by default).")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("out_dir", "demo_out", "Where the data and the run directories go.")
+  flags.DEFINE_list("configs", ["configs/synthetic_demo.flags",
+                               "configs/synthetic_sd_mtcnn_eq5_full.flags"],
+                    "Flagfiles to train, in order (Baseline-1 and SD-MTCNN full by default).")
 
 
 def main(argv):
-  del argv
-  quiet_logs()
+  cli.check_no_arguments(argv)
   start = time.time()
   data_dir = os.path.join(FLAGS.out_dir, "data", "synthetic")
   columns, constant = {}, None
@@ -71,4 +73,5 @@ def _check_export(path: str, cfg, model_dir: str, role: str) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  cli.run(main)

@@ -14,7 +14,7 @@ results into the logs: `Trainer.get_metrics_result` does `logs.update(result)` f
 produces, so `fit`/`evaluate(return_dict=True)` logs carry the flat keys above.
 
 Inputs of every `update_state(y_true, y_pred, sample_weight=None)` are batched tensors at label
-resolution (conventions of `tasks.py`):
+resolution (conventions of `sdmtcnn_tf/tasks`):
   semseg     y_true int [B, H, W] (or [B, H, W, 1]), ids 0..C-1, anything else (IGNORE_LABEL = -1)
              is ignored; y_pred logits [B, H, W, C] (the metric takes the argmax).
   depth      y_true float [B, H, W, 1], 0 = invalid; y_pred [B, H, W, 1]; same unit as the labels.

@@ -40,7 +40,7 @@ class MultiTaskModel(keras.Model):
   """Wraps the functional training graph; `fit` / `evaluate` drive it as usual.
 
   call(image [B, H, W, 3] float32 in [0, 1]) -> the graph's nested outputs (models/build.py).
-  Data: (image, {task: label}) in the conventions of tasks.py.
+  Data: (image, {task: label}) in the conventions of tasks/ (the package docstring).
   """
 
   def __init__(self, network: Network, cfg: ExperimentConfig, **kwargs):

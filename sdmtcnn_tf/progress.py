@@ -1,7 +1,7 @@
 """A short progress line: the total loss and each task's headline metric.
 
 Keras's progress bar prints every log entry (about 30 validation metrics, ~1,500 characters a
-line). This one shows `loss`, `val_loss` and `<role>_<task>_<headline>` (`TaskSpec.headline`)
+line). This one shows `loss`, `val_loss` and `<role>_<task>_<headline>` (`Task.headline`)
 for the validation logs; every value still reaches TensorBoard, `results/history.csv` and the
 end-of-run table.
 """

@@ -33,11 +33,12 @@ def run_name(flagfile: str, seed: int) -> str:
 
 
 def train_all(flagfiles, seeds, out_dir: str) -> dict:
-  """{(config name, seed): metrics} for every pair, training the ones not finished yet."""
+  """{(config name, seed): metrics} for every pair, training the ones not finished yet (seed by
+  seed: a sweep stopped early has whole seeds of every config)."""
   data_dir = os.path.join(out_dir, "data")
   results = {}
-  for flagfile in flagfiles:
-    for seed in seeds:
+  for seed in seeds:
+    for flagfile in flagfiles:
       model_dir = os.path.join(out_dir, "runs", run_name(flagfile, seed))
       path = RunPaths(model_dir).metrics_json
       if not os.path.exists(path):

@@ -1,6 +1,6 @@
 """tf.data input pipeline: shards -> interleave -> decode -> (train) augment -> batch -> prefetch.
 
-Elements are (image float32 [B, H, W, 3] in [0, 1], {task: label}) with labels as in tasks.py;
+Elements are (image float32 [B, H, W, 3] in [0, 1], {task: label}) with labels as in sdmtcnn_tf/tasks;
 `with_keys=True` prepends the example keys (string [B]) for prediction files.
 """
 

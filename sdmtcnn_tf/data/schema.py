@@ -69,7 +69,7 @@ def encode_example(key: str, image: np.ndarray, labels: Mapping[str, np.ndarray]
   Args:
     key: example id.
     image: uint8 [H, W, 3] RGB.
-    labels: task name -> label map in the convention of `tasks.py` ([H, W] or [H, W, C];
+    labels: task name -> label map in the convention of `sdmtcnn_tf/tasks` ([H, W] or [H, W, C];
       semseg int with -1 = ignore).
   Returns:
     A serialized tf.train.Example.
