@@ -96,6 +96,15 @@ def write_json(path: str, obj, label: str = "json", **dump_args) -> None:
   write_text(path, json.dumps(obj, **dump_args) + "\n", label)
 
 
+def write_npz(path: str, label: str = "npz", **arrays) -> None:
+  """np.savez_compressed of `arrays` to `path` (which should end in .npz), atomically."""
+  import numpy as np
+  needed = sum(int(np.asarray(a).nbytes) for a in arrays.values())  # upper bound
+  with replacing(path, label, needed) as tmp:
+    with open(tmp, "wb") as f:  # a file object: savez would append .npz to a name
+      np.savez_compressed(f, **arrays)
+
+
 def save_weights(model, path: str, label: str = "weights", attrs: dict | None = None,
                  previous: str = "") -> None:
   """`model.save_weights(path)` atomically; `attrs` are stored on the HDF5 root (e.g. epoch)."""

@@ -14,7 +14,6 @@ import math
 import os
 import re
 
-import numpy as np
 from absl import flags
 
 from sdmtcnn_tf import atomic, cli, experiment, rundir
@@ -49,7 +48,7 @@ def save_predictions(cfg: ExperimentConfig, model, manifest, out_dir: str) -> in
         for role in model.roles:
           arrays[f"{role}_{name}"] = tasks[name].prediction_map(outputs[role][name][i].numpy())
       name = re.sub(r"[^A-Za-z0-9_.-]", "_", key.decode()) + ".npz"
-      np.savez_compressed(os.path.join(out_dir, name), **arrays)
+      atomic.write_npz(os.path.join(out_dir, name), label="predictions", **arrays)
       count += 1
   return count
 

@@ -190,3 +190,19 @@ def test_diverged_first_epoch_names_only_what_exists(tmp_path, smoke_data_dir):
   assert "epoch 1, step 1" in errors[0]
   assert "no backup or checkpoint had been written yet" in errors[0]
   assert "latest.weights.h5" not in errors[0] and "model.weights.h5" not in errors[0]
+
+
+def test_prediction_files_are_written_atomically(tmp_path, monkeypatch):
+  import numpy as np
+  path = str(tmp_path / "val_000.npz")
+  atomic.write_npz(path, label="predictions", gt_depth=np.ones((2, 3), np.float32))
+  assert np.load(path)["gt_depth"].shape == (2, 3)
+  assert os.listdir(tmp_path) == ["val_000.npz"]  # no temp file left behind
+  # a failure between writing and renaming leaves the previous file untouched, no temp file
+  def fail(label, tmp):
+    raise KeyboardInterrupt("killed")
+  monkeypatch.setattr(atomic, "_test_hook", fail)
+  with pytest.raises(KeyboardInterrupt):
+    atomic.write_npz(path, label="predictions", gt_depth=np.zeros((5,), np.float32))
+  assert np.load(path)["gt_depth"].shape == (2, 3)
+  assert os.listdir(tmp_path) == ["val_000.npz"]
