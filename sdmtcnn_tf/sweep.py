@@ -1,7 +1,8 @@
 """Seed sweep: train every config with every seed, tabulate mean ± std per config and role.
 
   python -m sdmtcnn_tf.sweep --out_dir=/tmp/patterns --seeds=0,1,2 \
-      --configs=configs/synthetic_vanilla.flags,configs/synthetic_sd_mtcnn_eq5.flags
+      --configs=configs/synthetic_vanilla.flags,configs/synthetic_sd_mtcnn_eq5.flags \
+      [--extra_flagfiles=configs/size_tiny.flags]
 
 Runs go to `<out_dir>/runs/<config>_seed<s>` and share one dataset in `<out_dir>/data` (the
 config's --data_seed: only the training seed varies). A run whose results/metrics.json exists
@@ -32,7 +33,7 @@ def run_name(flagfile: str, seed: int) -> str:
   return f"{os.path.splitext(os.path.basename(flagfile))[0]}_seed{seed}"
 
 
-def train_all(flagfiles, seeds, out_dir: str) -> dict:
+def train_all(flagfiles, seeds, out_dir: str, extra_flagfiles=()) -> dict:
   """{(config name, seed): metrics} for every pair, training the ones not finished yet (seed by
   seed: a sweep stopped early has whole seeds of every config)."""
   data_dir = os.path.join(out_dir, "data")
@@ -43,8 +44,9 @@ def train_all(flagfiles, seeds, out_dir: str) -> dict:
       path = RunPaths(model_dir).metrics_json
       if not os.path.exists(path):
         # validated once, after the last epoch: the table reads the final metrics only
-        cfg = config_lib.parse_flagfile(flagfile, model_dir=model_dir, data_dir=data_dir,
-                                        seed=seed, verbose=0, validation_freq=10**6)
+        cfg = config_lib.parse_flagfile(flagfile, *extra_flagfiles, model_dir=model_dir,
+                                        data_dir=data_dir, seed=seed, verbose=0,
+                                        validation_freq=10**6)
         print(f"training {model_dir}", flush=True)
         train.train(cfg)
       with open(path) as f:
@@ -82,8 +84,9 @@ def main(argv):
   if not fv.configs or not fv.seeds:
     raise ValueError("--configs and --seeds are required (comma lists)")
   seeds = [int(s) for s in fv.seeds]
-  results = train_all(fv.configs, seeds, fv.out_dir)
-  cfg = config_lib.parse_flagfile(fv.configs[0], data_dir=os.path.join(fv.out_dir, "data"))
+  results = train_all(fv.configs, seeds, fv.out_dir, fv.extra_flagfiles)
+  cfg = config_lib.parse_flagfile(fv.configs[0], *fv.extra_flagfiles,
+                                  data_dir=os.path.join(fv.out_dir, "data"))
   constant = baselines.evaluate_constant(cfg, experiment.prepare_data(cfg, experiment.EVAL_SPLIT))
   text = (f"{len(seeds)} seeds ({','.join(map(str, seeds))}), mean ± sample std\n\n"
           + table(fv.configs, seeds, results, constant) + "\n")
@@ -95,4 +98,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("out_dir", "sweep_out", "Where the data, the runs and sweep.md go.")
   flags.DEFINE_list("configs", [], "Flagfiles to train.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (--seed) of every config.")
+  flags.DEFINE_list("extra_flagfiles", [], "Flagfiles applied on top of every config (e.g. "
+                    "configs/size_tiny.flags).")
   cli.run(main)
