@@ -14,7 +14,8 @@ Label conventions (the TFRecord schema decodes to these, see data/schema.py):
 """
 
 from sdmtcnn_tf.tasks import registry
-from sdmtcnn_tf.tasks.base import IGNORE_LABEL, ConstantFit, RegressionTask, Task
+from sdmtcnn_tf.tasks.base import (IGNORE_LABEL, ConstantFit, RegressionTask, Task,
+                                   ZeroMarksInvalid)
 from sdmtcnn_tf.tasks.depth import Depth
 from sdmtcnn_tf.tasks.edges import Edges
 from sdmtcnn_tf.tasks.keypoints import Keypoints

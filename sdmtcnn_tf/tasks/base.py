@@ -194,5 +194,15 @@ class Task:
     return (np.repeat(grey[..., None], 3, -1) * 255).astype(np.uint8)
 
 
+class ZeroMarksInvalid(Task):
+  """A task whose all-zero label vectors mark the pixels without a label (depth, normals)."""
+
+  def valid_mask(self, label, dtype="float32"):
+    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
+
+  def valid_mask_np(self, label):
+    return np.any(label != 0, -1)
+
+
 class RegressionTask(Task):
   """A one-channel map regressed with L1 (keypoints, edges): every pixel is valid."""

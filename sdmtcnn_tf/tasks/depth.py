@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 
 from sdmtcnn_tf import metrics as metrics_lib
-from sdmtcnn_tf.tasks.base import Task
+from sdmtcnn_tf.tasks.base import ZeroMarksInvalid
 
 
-class Depth(Task):
+class Depth(ZeroMarksInvalid):
   """Labels float32 [H, W, 1] in metres or disparity (the manifest's depth_unit), 0 = invalid
   (stored float32: depth is never quantised). Outputs linear [B, H, W, 1]."""
 
@@ -38,12 +37,6 @@ class Depth(Task):
   def random_label(self, rng, batch, height, width):
     depth = rng.uniform(0.5, 5.0, (batch, height, width, 1)).astype(np.float32)
     return np.where(rng.random(depth.shape) < 0.1, np.float32(0), depth)
-
-  def valid_mask(self, label, dtype="float32"):
-    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
-
-  def valid_mask_np(self, label):
-    return np.any(label != 0, -1)
 
   def metrics(self, role, legacy=True, legacy_batch_size=2):
     out = [metrics_lib.DepthMetric(role, self.name)]

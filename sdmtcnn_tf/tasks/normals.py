@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from sdmtcnn_tf import losses
 from sdmtcnn_tf import metrics as metrics_lib
-from sdmtcnn_tf.tasks.base import ConstantFit, Task
+from sdmtcnn_tf.tasks.base import ConstantFit, ZeroMarksInvalid
 
 
 class MeanDirection(ConstantFit):
@@ -19,7 +18,7 @@ class MeanDirection(ConstantFit):
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
-class SurfaceNormals(Task):
+class SurfaceNormals(ZeroMarksInvalid):
   """Labels float32 [H, W, 3]: unit vectors (x right, y up, z towards the camera), all-zero =
   invalid (stored float16). Outputs unit vectors [B, H, W, 3]."""
 
@@ -46,12 +45,6 @@ class SurfaceNormals(Task):
   def random_label(self, rng, batch, height, width):
     n = rng.normal(size=(batch, height, width, 3)).astype(np.float32)
     return n / np.linalg.norm(n, axis=-1, keepdims=True)
-
-  def valid_mask(self, label, dtype="float32"):
-    return ops.cast(ops.any(ops.not_equal(label, 0), axis=-1, keepdims=True), dtype)
-
-  def valid_mask_np(self, label):
-    return np.any(label != 0, -1)
 
   def loss(self, label, pred):
     return losses.normals_cosine(label, pred, self.valid_mask(label, pred.dtype))
