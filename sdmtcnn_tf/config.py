@@ -23,6 +23,7 @@ DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy", "custom")
 DISTRIBUTIONS = ("default", "mirrored")
 ADAPTATIONS = ("conv1x1", "bottleneck")
 OPTIMIZERS = ("adam", "sgd")
+HINT_REDUCTIONS = ("mean", "sum")
 
 
 def option(default, help_text: str):
@@ -93,6 +94,10 @@ class ExperimentConfig:
                              "alpha.")
   temperature: float = option(3.0, "Eq. 4-5 softmax temperature tau.")
   hint_weight: float = option(1.0, "Eq. 6 feature-hint weight lambda.")
+  hint_reduction: str = option("mean", "How lambda weighs the run's hint pairs (decoder stage -> "
+                                       "encoder stage, per teaching decoder): mean (lambda times "
+                                       "their average, so more tasks or levels do not scale the "
+                                       "feature objective) | sum (lambda per pair).")
   student_gt_weight: float = option(-1.0, "Student ground-truth loss weight; < 0 = 1-alpha (eq5) "
                                           "or 1 (eq6).")
   hint_levels: tuple = option((), "Comma list of levels 1..5 distilled by Eq. 6; empty = 5, or "
@@ -202,6 +207,8 @@ class ExperimentConfig:
     need(self.shuffle_buffer >= 1, "shuffle_buffer", "at least 1", self.shuffle_buffer)
     need(self.student_channels >= 1, "student_channels", "at least 1", self.student_channels)
     need(self.hint_weight >= 0, "hint_weight", ">= 0", self.hint_weight)
+    need(self.hint_reduction in HINT_REDUCTIONS, "hint_reduction",
+         f"one of {', '.join(HINT_REDUCTIONS)}", self.hint_reduction)
     need(self.precise_bn_batches >= 0, "precise_bn_batches", ">= 0", self.precise_bn_batches)
     need(self.backup_every_steps >= 0, "backup_every_steps", ">= 0 (0 = every epoch)",
          self.backup_every_steps)

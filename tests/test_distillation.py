@@ -123,7 +123,19 @@ def test_dry_run_prints_the_loss_terms(capsys):
   assert lines[0] == "loss term teacher_semseg_loss weight 1"
   assert "loss term kd_depth_loss weight 0.3" in lines
   assert "loss term student_depth_loss weight 0.7" in lines
-  assert "loss term hint_normals_l5_loss weight 1" in lines
+  assert "loss term hint_normals_l5_loss weight 0.333333" in lines  # λ = 1 over 3 hint pairs
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_hint_reduction_sets_the_weight_of_each_hint_pair(reduction):
+  from sdmtcnn_tf import methods
+  for changes in (dict(method="sd_mtcnn", distill="eq6", full=True),  # 3 tasks x 5 levels
+                  dict(method="sd_vanilla", distill="eq6")):  # 3 tasks x 3 exits
+    cfg = _cfg(**changes, hint_weight=0.6, hint_reduction=reduction)
+    hints = [t for t in methods.get(cfg.method).loss_terms(cfg) if t.name.startswith("hint_")]
+    assert len(hints) == (15 if changes["method"] == "sd_mtcnn" else 9)
+    expected = 0.6 / len(hints) if reduction == "mean" else 0.6
+    assert [t.weight for t in hints] == pytest.approx([expected] * len(hints))
 
 
 def test_gradient_flow_of_every_sd_mtcnn_term():

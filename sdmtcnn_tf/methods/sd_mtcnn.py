@@ -71,8 +71,7 @@ class SDMTCNN(Method):
     return {"student": students.student_heads(backbone.features, cfg), "hints": hints}
 
   def loss_terms(self, cfg):
-    hints = tuple(
-        terms_lib.FeatureHint(f"hint_{decoder}_l{level}_loss", cfg.hint_weight,
-                              f"{decoder}_l{level}", cfg.two_way)
-        for decoder in teaching_decoders(cfg) for level in cfg.resolved_hint_levels)
+    hints = terms_lib.feature_hints(
+        cfg, ((f"hint_{decoder}_l{level}_loss", f"{decoder}_l{level}")
+              for decoder in teaching_decoders(cfg) for level in cfg.resolved_hint_levels))
     return self.teacher_terms(cfg) + students.student_terms(cfg) + hints

@@ -75,8 +75,7 @@ class SDVanilla(Method):
     out = list(self.teacher_terms(cfg))
     for level in exits(cfg):
       out += students.student_terms(cfg, ("exits", f"e{level}"), f"_e{level}")
-      if cfg.distill == "eq6":
-        out += [terms_lib.FeatureHint(f"hint_{t.name}_e{level}_loss", cfg.hint_weight,
-                                      f"{t.name}_e{level}", cfg.two_way)
-                for t in cfg.task_specs]
+    if cfg.distill == "eq6":
+      out += terms_lib.feature_hints(cfg, ((f"hint_{t.name}_e{level}_loss", f"{t.name}_e{level}")
+                                           for level in exits(cfg) for t in cfg.task_specs))
     return tuple(out)

@@ -80,3 +80,12 @@ class FeatureHint(LossTerm):
   def __call__(self, labels, outputs):
     pair = outputs["hints"][self.key]
     return losses.feature_hint(pair["student"], teacher_side(pair["teacher"], self.two_way))
+
+
+def feature_hints(cfg, pairs) -> tuple:
+  """The FeatureHint terms of `pairs` ((term name, hint key) each), weighted by λ =
+  --hint_weight per pair (--hint_reduction=sum) or λ / number of pairs (mean: λ weighs the
+  feature objective as a whole)."""
+  pairs = tuple(pairs)
+  weight = cfg.hint_weight / max(len(pairs), 1) if cfg.hint_reduction == "mean" else cfg.hint_weight
+  return tuple(FeatureHint(name, weight, key, cfg.two_way) for name, key in pairs)
