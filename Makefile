@@ -20,12 +20,17 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m sdmtcnn_tf.demo --out_dir=$(DEMO_DIR)
 
+# pytest-xdist: TEST_WORKERS processes (the tiny test models leave a core idle in one process);
+# tests sharing a fixture they modify stay in one worker (tests/conftest.py SEQUENTIAL_FIXTURES)
+TEST_WORKERS ?= 2
+PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist=loadgroup
+
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
+	$(PYTEST) --durations=15 tests
 
 # the inner loop: everything but the end-to-end training runs marked `slow` (a few minutes)
 test-fast: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not slow" --durations=10 tests
+	$(PYTEST) -m "not slow" --durations=10 tests
 
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m sdmtcnn_tf.bench $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -65,26 +66,58 @@ def train_shard(data_dir: str, index: int = 0, num_shards: int = 2) -> str:
   return os.path.join(data_dir, schema.shard_name("train", index, num_shards))
 
 
+def made_once(tmp_path_factory, name: str, make) -> str:
+  """The folder `make(path)` fills, made once per test session even when pytest-xdist runs
+  several workers (`make test` does): the first worker to get here makes it under a file lock
+  in the session's shared base folder, the others wait for it and reuse it."""
+  import fcntl
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  path = shared / name
+  with open(shared / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (shared / f"{name}.done").exists():
+      if path.exists():  # a worker died halfway: start again
+        shutil.rmtree(path)
+      path.mkdir()
+      make(str(path))
+      (shared / f"{name}.done").touch()
+  return str(path)
+
+
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory) -> str:
-  """The smoke config's synthetic dataset (32x64, 64 train / 16 val), generated once."""
+  """The smoke config's synthetic dataset (32x64, 64 train / 16 val), generated once; tests
+  read it and never write into it."""
   from sdmtcnn_tf.data import synthetic
-  path = str(tmp_path_factory.mktemp("synthetic_smoke"))
-  synthetic.ensure_dataset(path, 64, 16, 32, 64, seed=0)
-  return path
+  return made_once(tmp_path_factory, "synthetic_smoke",
+                   lambda path: synthetic.ensure_dataset(path, 64, 16, 32, 64, seed=0))
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, smoke_data_dir) -> str:
-  """A finished `train --flagfile=configs/synthetic_smoke.flags` run directory."""
-  model_dir = str(tmp_path_factory.mktemp("smoke_run"))
-  run_module("sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={model_dir}",
-             f"--data_dir={smoke_data_dir}", "--verbose=2")
+  """A finished `train --flagfile=configs/synthetic_smoke.flags` run directory, trained once
+  per session; each worker gets its own copy (tests evaluate and export into it, and a run
+  directory takes one process at a time)."""
+  trained = made_once(tmp_path_factory, "smoke_run_trained", lambda model_dir: run_module(
+      "sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={model_dir}",
+      f"--data_dir={smoke_data_dir}", "--verbose=2"))
+  model_dir = str(tmp_path_factory.mktemp("smoke_run") / "run")
+  shutil.copytree(trained, model_dir)
   return model_dir
+
+
+# Module fixtures whose tests change the fixture's files in turn: under pytest-xdist
+# (`make test`) all their tests go to one worker, in file order (--dist=loadgroup).
+SEQUENTIAL_FIXTURES = ("killed_run",)
 
 
 def pytest_collection_modifyitems(items):
   """Tests that need the finished smoke run (about a minute to train) are `slow` too."""
   for item in items:
-    if "smoke_run" in getattr(item, "fixturenames", ()):
+    names = getattr(item, "fixturenames", ())
+    if "smoke_run" in names:
       item.add_marker(pytest.mark.slow)
+    for fixture in SEQUENTIAL_FIXTURES:
+      if fixture in names:
+        item.add_marker(pytest.mark.xdist_group(fixture))

@@ -94,7 +94,7 @@ def test_each_method_has_its_loss_terms(kind):
       "vanilla": teacher,
       "traditional_kd": student + kd,
       "sd_vanilla_eq5": teacher + by_exit("student", "kd"),
-      "sd_vanilla_eq6": teacher + by_exit("student", "hint"),
+      "sd_vanilla_eq6": teacher + by_exit("student") + by_exit("hint"),
       "sd_mtcnn_eq5": teacher + student + kd + hints((5,)),
       "sd_mtcnn_eq6": teacher + student + hints((5,)),
       "sd_mtcnn_eq5_full": teacher + student + kd + hints((1, 2, 3, 4, 5)),

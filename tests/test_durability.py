@@ -19,7 +19,9 @@ from sdmtcnn_tf import atomic, export, rundir
 
 pytestmark = pytest.mark.slow  # end-to-end training runs
 
-ARGS = (f"--flagfile={SMOKE_FLAGS}", "--steps_per_epoch=2", "--verbose=2")
+# durability is about files, not learning: no per-epoch validation, no precise BatchNorm pass
+ARGS = (f"--flagfile={SMOKE_FLAGS}", "--steps_per_epoch=2", "--verbose=2",
+        "--validation_freq=100", "--precise_bn_batches=0")
 
 
 def _train(model_dir, data_dir, epochs=3, env=None, check=True, *extra):
