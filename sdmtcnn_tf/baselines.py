@@ -30,7 +30,7 @@ def evaluate_constant(cfg: ExperimentConfig, manifest) -> dict:
   """Primary and legacy metrics of the constant predictor on the validation split."""
   stats = training_statistics(cfg, manifest)
   metric_objects = [m for task in cfg.task_specs
-                    for m in task.metrics(ROLE, True, cfg.legacy_batch_size)]
+                    for m in task.metrics(ROLE, True, cfg.data.legacy_batch_size)]
   ds = experiment.dataset(cfg, manifest, experiment.EVAL_SPLIT, training=False)
   for _, labels in ds:
     for metric in metric_objects:

@@ -30,8 +30,8 @@ def define_flags() -> None:
 
 
 def _random_batch(cfg, batch: int, rng):
-  image = rng.random((batch, cfg.height, cfg.width, 3), dtype=np.float32)
-  labels = {task.name: task.random_label(rng, batch, cfg.height, cfg.width)
+  image = rng.random((batch, cfg.data.height, cfg.data.width, 3), dtype=np.float32)
+  labels = {task.name: task.random_label(rng, batch, cfg.data.height, cfg.data.width)
             for task in cfg.task_specs}
   return image, labels
 
@@ -39,7 +39,7 @@ def _random_batch(cfg, batch: int, rng):
 def main(argv):
   cli.check_no_arguments(argv)
   cfg = config_lib.parse_flagfile(FLAGS.config, teacher_dir="")
-  batch = FLAGS.batch or cfg.batch_size
+  batch = FLAGS.batch or cfg.optim.batch_size
   network, model = experiment.build_model(cfg)
   experiment.compile_model(model, cfg)
   image, labels = _random_batch(cfg, batch, np.random.default_rng(0))
@@ -57,8 +57,8 @@ def main(argv):
   model.predict_on_batch(image)
   infer = time.perf_counter() - start
   rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-  print(f"config            {FLAGS.config} ({cfg.method}, {cfg.backbone}, {cfg.height}x{cfg.width}, "
-        f"batch {batch})")
+  print(f"config            {FLAGS.config} ({cfg.method.name}, {cfg.model.backbone}, "
+        f"{cfg.data.height}x{cfg.data.width}, batch {batch})")
   print(f"parameters        teacher {count_params(network.teacher):,}  "
         f"student {count_params(network.student):,}")
   print(f"first step        {first:.2f} s (tracing included)")

@@ -39,8 +39,8 @@ def main(argv):
     name = os.path.splitext(os.path.basename(flagfile))[0]
     model_dir = os.path.join(FLAGS.out_dir, "runs", name)
     cfg = config_lib.parse_flagfile(flagfile, model_dir=model_dir, data_dir=data_dir)
-    print(f"\n=== {name}: --method={cfg.method} --distill={cfg.distill}"
-          f"{' --full' if cfg.full else ''} ({model_dir})")
+    print(f"\n=== {name}: --method={cfg.method.name} --distill={cfg.method.distill}"
+          f"{' --full' if cfg.method.full else ''} ({model_dir})")
     metrics = train.train(cfg)
     manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
     if constant is None:
@@ -66,7 +66,8 @@ def _check_export(path: str, cfg, model_dir: str, role: str) -> None:
   _, network, _ = experiment.load_trained(model_dir)
   keras_model = network.teacher if role == "teacher" else network.student
   loaded = tf.saved_model.load(path)
-  image = np.random.default_rng(0).integers(0, 256, (2, cfg.height, cfg.width, 3), np.uint8)
+  image = np.random.default_rng(0).integers(0, 256, (2, cfg.data.height, cfg.data.width, 3),
+                                            np.uint8)
   served = loaded.signatures[export.SIGNATURE](image=tf.constant(image))
   direct = keras_model(image.astype(np.float32) / 255.0, training=False)
   export.check_agreement(served, direct, cfg.task_specs, f"export {path}")

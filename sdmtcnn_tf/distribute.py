@@ -11,7 +11,7 @@ from sdmtcnn_tf.config import ExperimentConfig
 def make_strategy(cfg: ExperimentConfig) -> tf.distribute.Strategy:
   """default: the current (single-device) strategy; mirrored: MirroredStrategy over every
   visible GPU, or every logical CPU device when there is no GPU (how the tests run it)."""
-  if cfg.distribution == "mirrored":
+  if cfg.run.distribution == "mirrored":
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices)
@@ -19,4 +19,4 @@ def make_strategy(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 
 def set_precision(cfg: ExperimentConfig) -> None:
-  keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+  keras.mixed_precision.set_global_policy("mixed_float16" if cfg.run.mixed_precision else "float32")

@@ -21,38 +21,39 @@ EVAL_SPLIT = "val"
 
 
 def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
-  """Checks (and for the synthetic dataset, first generates) cfg.data_dir; returns the manifest.
+  """Checks (and for the synthetic dataset, first generates) --data_dir; returns the manifest.
 
   Raises before any training with a message naming the flag or file at fault.
   """
-  if not cfg.data_dir:
+  if not cfg.data.data_dir:
     raise ValueError("--data_dir is required")
-  if cfg.dataset == "synthetic":
+  if cfg.data.dataset == "synthetic":
     from sdmtcnn_tf.data import synthetic
-    synthetic.ensure_dataset(cfg.data_dir, cfg.synthetic_num_train, cfg.synthetic_num_val,
-                             cfg.height, cfg.width, seed=cfg.data_seed)
-  elif not os.path.isdir(cfg.data_dir):
-    how = ("write the records first (data/schema.py)" if cfg.dataset == "custom" else
-           f"convert the {cfg.dataset} dataset first (python -m datasets.{cfg.dataset})")
-    raise FileNotFoundError(f"--data_dir={cfg.data_dir} does not exist; {how}")
-  return pipeline.check_dataset(cfg.data_dir, split, cfg.tasks, cfg.height, cfg.width,
-                                cfg.num_classes)
+    synthetic.ensure_dataset(cfg.data.data_dir, cfg.data.synthetic_num_train,
+                             cfg.data.synthetic_num_val, cfg.data.height, cfg.data.width,
+                             seed=cfg.data.data_seed)
+  elif not os.path.isdir(cfg.data.data_dir):
+    how = ("write the records first (data/schema.py)" if cfg.data.dataset == "custom" else
+           f"convert the {cfg.data.dataset} dataset first (python -m datasets.{cfg.data.dataset})")
+    raise FileNotFoundError(f"--data_dir={cfg.data.data_dir} does not exist; {how}")
+  return pipeline.check_dataset(cfg.data.data_dir, split, cfg.data.tasks, cfg.data.height,
+                                cfg.data.width, cfg.data.num_classes)
 
 
 def check_against_data(cfg: ExperimentConfig, train_manifest: schema.Manifest) -> None:
   """Checks the values that depend on the data's size (the training split drops its last
   incomplete batch, so a batch larger than the split would train no step)."""
   size = train_manifest.num_examples(TRAIN_SPLIT)
-  if cfg.batch_size > size:
-    raise ValueError(f"--batch_size={cfg.batch_size} exceeds the {size} training examples of "
-                     f"{cfg.data_dir}/{schema.MANIFEST_NAME}; expected at most {size}")
+  if cfg.optim.batch_size > size:
+    raise ValueError(f"--batch_size={cfg.optim.batch_size} exceeds the {size} training examples of "
+                     f"{cfg.data.data_dir}/{schema.MANIFEST_NAME}; expected at most {size}")
 
 
 def build_model(cfg: ExperimentConfig, teacher_cfg: ExperimentConfig | None = None
                 ) -> tuple[Network, MultiTaskModel]:
   """Builds the network and its training wrapper (call inside the strategy scope).
   traditional_kd: `teacher_cfg` as from teacher_config (None: a vanilla teacher like cfg)."""
-  keras.utils.set_random_seed(cfg.seed)  # the builder is pure: the entry points seed
+  keras.utils.set_random_seed(cfg.run.seed)  # the builder is pure: the entry points seed
   network = build_network(cfg, teacher_cfg)
   return network, MultiTaskModel(network, cfg)
 
@@ -60,8 +61,8 @@ def build_model(cfg: ExperimentConfig, teacher_cfg: ExperimentConfig | None = No
 def steps_per_epoch(cfg: ExperimentConfig, train_manifest: schema.Manifest) -> int:
   """Optimizer steps per training epoch: --steps_per_epoch, or one pass over the training
   split with its last incomplete batch dropped (as the training pipeline batches it)."""
-  return cfg.steps_per_epoch or pipeline.steps_per_epoch(train_manifest, TRAIN_SPLIT,
-                                                         cfg.batch_size)
+  return cfg.optim.steps_per_epoch or pipeline.steps_per_epoch(train_manifest, TRAIN_SPLIT,
+                                                               cfg.optim.batch_size)
 
 
 def learning_rate(cfg: ExperimentConfig, steps_per_epoch: int):
@@ -69,35 +70,35 @@ def learning_rate(cfg: ExperimentConfig, steps_per_epoch: int):
   schedule of the optimizer's step count: the backup saves that count with the optimizer, so a
   resumed run continues the schedule. Constant when --lr_decay_epochs=0, or when the steps per
   epoch are unknown (0: a model compiled only to be evaluated)."""
-  if cfg.lr_decay_epochs == 0 or steps_per_epoch <= 0:
-    return cfg.learning_rate
+  if cfg.optim.lr_decay_epochs == 0 or steps_per_epoch <= 0:
+    return cfg.optim.learning_rate
   return keras.optimizers.schedules.ExponentialDecay(
-      cfg.learning_rate, decay_steps=cfg.lr_decay_epochs * steps_per_epoch, decay_rate=0.5,
-      staircase=True)
+      cfg.optim.learning_rate, decay_steps=cfg.optim.lr_decay_epochs * steps_per_epoch,
+      decay_rate=0.5, staircase=True)
 
 
 def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int = 0) -> keras.optimizers.Optimizer:
   """`steps_per_epoch` (see steps_per_epoch()) places the rate's decay; 0 = --steps_per_epoch,
   and when that is 0 too the rate stays constant."""
-  rate = learning_rate(cfg, steps_per_epoch or cfg.steps_per_epoch)
-  if cfg.optimizer == "sgd":
+  rate = learning_rate(cfg, steps_per_epoch or cfg.optim.steps_per_epoch)
+  if cfg.optim.optimizer == "sgd":
     return keras.optimizers.SGD(rate, momentum=0.9)
   return keras.optimizers.Adam(rate)
 
 
 def compile_model(model: MultiTaskModel, cfg: ExperimentConfig, steps_per_epoch: int = 0) -> None:
-  model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=cfg.jit_compile)
+  model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=cfg.run.jit_compile)
 
 
 def resolve_teacher(cfg: ExperimentConfig) -> ExperimentConfig:
   """traditional_kd, first training start: the config of the trained vanilla teacher in
   --teacher_dir, checked against this run's data settings."""
   try:
-    trained = config_lib.load(cfg.teacher_dir)
+    trained = config_lib.load(cfg.method.teacher_dir)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"--teacher_dir={cfg.teacher_dir}: {e}; train the vanilla "
+    raise FileNotFoundError(f"--teacher_dir={cfg.method.teacher_dir}: {e}; train the vanilla "
                             "teacher there first") from None
-  check_teacher(trained, cfg, source=f"--teacher_dir={cfg.teacher_dir}")
+  check_teacher(trained, cfg, source=f"--teacher_dir={cfg.method.teacher_dir}")
   return trained
 
 
@@ -105,7 +106,7 @@ def record_teacher(cfg: ExperimentConfig) -> ExperimentConfig:
   """traditional_kd, training start: the first start copies the teacher's config into the run
   directory (RunPaths.teacher_config); later starts read that copy, so the teacher run may
   have moved or been deleted by then. Returns the teacher's config."""
-  path = RunPaths(cfg.model_dir).teacher_config
+  path = RunPaths(cfg.run.model_dir).teacher_config
   if os.path.exists(path):
     return teacher_config(cfg)
   trained = resolve_teacher(cfg)
@@ -115,14 +116,14 @@ def record_teacher(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def teacher_config(cfg: ExperimentConfig, model_dir: str = "") -> ExperimentConfig | None:
   """The frozen teacher's config that the traditional_kd run `cfg` recorded in its own
-  directory (model_dir, default cfg.model_dir); None for the other methods. Runs recorded
+  directory (model_dir, default cfg.run.model_dir); None for the other methods. Runs recorded
   before that copy existed fall back to their --teacher_dir."""
-  if not methods.get(cfg.method).teacher_run:
+  if not methods.get(cfg.method.name).teacher_run:
     return None
-  model_dir = model_dir or cfg.model_dir
+  model_dir = model_dir or cfg.run.model_dir
   path = RunPaths(model_dir).teacher_config
   if not os.path.exists(path):
-    if cfg.teacher_dir and os.path.isdir(cfg.teacher_dir):
+    if cfg.method.teacher_dir and os.path.isdir(cfg.method.teacher_dir):
       return resolve_teacher(cfg)
     raise FileNotFoundError(f"{path} is missing: the traditional_kd run in {model_dir!r} has "
                             "not started training")
@@ -177,8 +178,8 @@ def load_trained(model_dir: str, **overrides):
 def dataset(cfg: ExperimentConfig, manifest: schema.Manifest, split: str, training: bool,
             batch_size: int | None = None, with_keys: bool = False):
   return pipeline.make_dataset(
-      cfg.data_dir, manifest, split, cfg.tasks,
-      batch_size or (cfg.batch_size if training else cfg.eval_batch_size), training,
-      augment=cfg.augment, seed=cfg.seed, deterministic=cfg.deterministic,
-      shuffle_buffer=cfg.shuffle_buffer, with_keys=with_keys,
-      repeat=training and cfg.steps_per_epoch > 0)
+      cfg.data.data_dir, manifest, split, cfg.data.tasks,
+      batch_size or (cfg.optim.batch_size if training else cfg.data.eval_batch_size), training,
+      augment=cfg.data.augment, seed=cfg.run.seed, deterministic=cfg.run.deterministic,
+      shuffle_buffer=cfg.data.shuffle_buffer, with_keys=with_keys,
+      repeat=training and cfg.optim.steps_per_epoch > 0)

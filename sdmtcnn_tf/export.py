@@ -82,7 +82,7 @@ def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
   archive.track(role_model)
   tasks = cfg.task_specs
 
-  @tf.function(input_signature=[tf.TensorSpec([None, cfg.height, cfg.width, 3], tf.uint8,
+  @tf.function(input_signature=[tf.TensorSpec([None, cfg.data.height, cfg.data.width, 3], tf.uint8,
                                               name="image")])
   def serve(image):
     outputs = role_model(tf.cast(image, tf.float32) / 255.0, training=False)
@@ -117,7 +117,7 @@ def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: in
   cfg, network, _ = experiment.load_trained(model_dir)
   role_model = network.teacher if role == "teacher" else network.student
   if role_model is None:
-    raise ValueError(f"--role={role}: the {cfg.method} model has no {role}")
+    raise ValueError(f"--role={role}: the {cfg.method.name} model has no {role}")
   base = export_dir or experiment.RunPaths(model_dir).export(role)
   # the default base path is inside the run directory: take its lock while writing there
   lock = contextlib.nullcontext() if export_dir else rundir.locked(model_dir,

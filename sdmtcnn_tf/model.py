@@ -48,13 +48,13 @@ class MultiTaskModel(keras.Model):
     self.network = network
     self.net = network.model
     self.cfg = cfg
-    self.method = methods.get(cfg.method)
+    self.method = methods.get(cfg.method.name)
     self.terms = self.method.loss_terms(cfg)
     self.trackers = {t.name: keras.metrics.Mean(name=t.name) for t in self.terms}
     self.total_tracker = keras.metrics.Mean(name="loss")
     self.roles = self.method.roles
     self.task_metrics = [m for role in self.roles for task in cfg.task_specs
-                         for m in task.metrics(role, True, cfg.legacy_batch_size)]
+                         for m in task.metrics(role, True, cfg.data.legacy_batch_size)]
     self.built = True
 
   def call(self, image, training=False):
@@ -115,7 +115,7 @@ class MultiTaskModel(keras.Model):
     missing = [v.path for g, v in zip(grads, variables) if g is None and v.path not in frozen]
     if missing:
       raise UnreachedVariableError(
-          f"--method={self.cfg.method}: no loss term reaches {len(missing)} trainable "
+          f"--method={self.cfg.method.name}: no loss term reaches {len(missing)} trainable "
           f"variable(s), e.g. {', '.join(missing[:3])}; every layer of the training graph "
           "must feed a term (or the method must declare it frozen)")
 

@@ -71,7 +71,7 @@ def table(flagfiles, seeds, results: dict, constant: dict) -> str:
   for flagfile in flagfiles:
     cfg = config_lib.parse_flagfile(flagfile)
     name = os.path.splitext(os.path.basename(flagfile))[0]
-    for role in methods.get(cfg.method).roles:
+    for role in methods.get(cfg.method.name).roles:
       cells = [_cell([results[(flagfile, s)].get(f"{role}_{key}") for s in seeds])
                for _, key in COLUMNS]
       lines.append(f"| {name} | {role[0].upper()} | " + " | ".join(cells) + " |")

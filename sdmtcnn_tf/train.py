@@ -25,7 +25,7 @@ from sdmtcnn_tf.models.build import count_params
 def dry_run(cfg: ExperimentConfig) -> dict:
   """Builds the model (no data needed), prints its summary, parameter counts and weighted loss
   terms (`loss term <name> weight <w>`, one line each)."""
-  if cfg.teacher_dir:  # traditional_kd: the architecture does not need the trained weights
+  if cfg.method.teacher_dir:  # traditional_kd: the architecture does not need the trained weights
     cfg = cfg.replace(teacher_dir="")
   network, model = experiment.build_model(cfg)
   network.model.summary(print_fn=print, line_length=110)
@@ -62,65 +62,65 @@ def train(cfg: ExperimentConfig) -> dict:
   Holds the run directory's lock throughout: a second process on the same --model_dir stops
   with an error naming the holder's pid.
   """
-  if not cfg.model_dir:
+  if not cfg.run.model_dir:
     raise ValueError("--model_dir is required")
-  with rundir.locked(cfg.model_dir, "sdmtcnn_tf.train"):
+  with rundir.locked(cfg.run.model_dir, "sdmtcnn_tf.train"):
     return _train(cfg)
 
 
 def _train(cfg: ExperimentConfig) -> dict:
-  teacher_run = methods.get(cfg.method).teacher_run
-  if teacher_run and not cfg.teacher_dir:
-    raise ValueError(f"--teacher_dir is required with --method={cfg.method}: the run "
+  teacher_run = methods.get(cfg.method.name).teacher_run
+  if teacher_run and not cfg.method.teacher_dir:
+    raise ValueError(f"--teacher_dir is required with --method={cfg.method.name}: the run "
                      "directory of a trained vanilla teacher")
   if teacher_run:  # resolved once, here; config.json records the result
-    cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.teacher_dir))
-  paths = experiment.RunPaths(cfg.model_dir)
+    cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.method.teacher_dir))
+  paths = experiment.RunPaths(cfg.run.model_dir)
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
   experiment.check_against_data(cfg, train_manifest)
-  _check_same_run(cfg, cfg.model_dir)
+  _check_same_run(cfg, cfg.run.model_dir)
   # traditional_kd: the teacher's config is copied into the run at the first start
   teacher_cfg = experiment.record_teacher(cfg) if teacher_run else None
-  config_lib.save(cfg, cfg.model_dir)
+  config_lib.save(cfg, cfg.run.model_dir)
   distribute.set_precision(cfg)
   strategy = distribute.make_strategy(cfg)
   with strategy.scope():
     network, model = experiment.build_model(cfg, teacher_cfg)
     experiment.compile_model(model, cfg, experiment.steps_per_epoch(cfg, train_manifest))
-    if teacher_cfg is not None and not experiment.has_training_state(cfg.model_dir):
+    if teacher_cfg is not None and not experiment.has_training_state(cfg.run.model_dir):
       # first start: the frozen teacher's weights; later starts restore them with the rest
-      experiment.load_run_weights(network.teacher, cfg.teacher_dir, role="teacher")
+      experiment.load_run_weights(network.teacher, cfg.method.teacher_dir, role="teacher")
   train_ds = experiment.dataset(cfg, train_manifest, experiment.TRAIN_SPLIT, training=True)
   val_ds = experiment.dataset(cfg, eval_manifest, experiment.EVAL_SPLIT, training=False)
   os.makedirs(paths.results, exist_ok=True)
   callbacks = [
       callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(
                                             paths.backup_latest, paths.model_weights),
-                                        max_loss=cfg.max_loss),
+                                        max_loss=cfg.optim.max_loss),
       callbacks_lib.LogLearningRate(),  # the schedule itself lives in the optimizer
       # history and checkpoint before the backup: the backup commits an epoch (a run killed
       # in between redoes that epoch, and EpochHistory drops its row)
       callbacks_lib.EpochHistory(paths.history_csv),
       callbacks_lib.SaveNetworkWeights(network.model, paths.model_weights),
       callbacks_lib.ResumableBackup(paths, network.model,
-                                    save_freq=cfg.backup_every_steps or "epoch"),
+                                    save_freq=cfg.run.backup_every_steps or "epoch"),
       keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
       progress.HeadlineProgbar(progress.headline_keys(model.roles, cfg.task_specs)),
   ]
-  model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-            steps_per_epoch=cfg.steps_per_epoch or None, callbacks=callbacks,
-            verbose=cfg.verbose, shuffle=False,
-            validation_freq=[e for e in range(1, cfg.epochs + 1)
-                             if e % cfg.validation_freq == 0 or e == cfg.epochs])
-  if cfg.precise_bn_batches:
+  model.fit(train_ds, validation_data=val_ds, epochs=cfg.optim.epochs,
+            steps_per_epoch=cfg.optim.steps_per_epoch or None, callbacks=callbacks,
+            verbose=cfg.run.verbose, shuffle=False,
+            validation_freq=[e for e in range(1, cfg.optim.epochs + 1)
+                             if e % cfg.run.validation_freq == 0 or e == cfg.optim.epochs])
+  if cfg.run.precise_bn_batches:
     if strategy.num_replicas_in_sync > 1:
       logging.warning("--precise_bn_batches is skipped under %d replicas",
                       strategy.num_replicas_in_sync)
     else:
-      used = precise_bn.recalibrate(network.model, train_ds, cfg.precise_bn_batches)
+      used = precise_bn.recalibrate(network.model, train_ds, cfg.run.precise_bn_batches)
       logging.info("re-estimated BatchNorm statistics over %d training batches", used)
-  callbacks_lib.save_weights_atomically(network.model, paths.model_weights, epoch=cfg.epochs)
+  callbacks_lib.save_weights_atomically(network.model, paths.model_weights, epoch=cfg.optim.epochs)
   callbacks_lib.save_weights_atomically(network.teacher, paths.role_weights("teacher"))
   if network.student is not None:
     callbacks_lib.save_weights_atomically(network.student, paths.role_weights("student"))

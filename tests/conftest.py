@@ -32,11 +32,12 @@ def random_batch(cfg, n: int = 2, seed: int = 0):
   classes (semseg holds some ignore labels -1, normals are unit vectors)."""
   import numpy as np
   rng = np.random.default_rng(seed)
-  image = rng.random((n, cfg.height, cfg.width, 3)).astype(np.float32)
-  normals = rng.normal(size=(n, cfg.height, cfg.width, 3)).astype(np.float32)
+  image = rng.random((n, cfg.data.height, cfg.data.width, 3)).astype(np.float32)
+  normals = rng.normal(size=(n, cfg.data.height, cfg.data.width, 3)).astype(np.float32)
   normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-  labels = {"semseg": rng.integers(-1, cfg.num_classes, (n, cfg.height, cfg.width)).astype(np.int32),
-            "depth": rng.uniform(0, 5, (n, cfg.height, cfg.width, 1)).astype(np.float32),
+  size = (n, cfg.data.height, cfg.data.width)
+  labels = {"semseg": rng.integers(-1, cfg.data.num_classes, size).astype(np.int32),
+            "depth": rng.uniform(0, 5, (*size, 1)).astype(np.float32),
             "normals": normals}
   return image, labels
 
@@ -44,7 +45,7 @@ def random_batch(cfg, n: int = 2, seed: int = 0):
 def make_task(name: str, num_classes: int = 13):
   """The Task object `name` as a config with `num_classes` classes builds it."""
   from sdmtcnn_tf.config import ExperimentConfig
-  return ExperimentConfig(tasks=(name,), num_classes=num_classes).task_specs[0]
+  return ExperimentConfig.from_flat(tasks=(name,), num_classes=num_classes).task_specs[0]
 
 
 def optimizer_iterations(weights_path: str) -> int:

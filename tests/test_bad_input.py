@@ -47,7 +47,7 @@ def config(data_dir: str, **changes) -> ExperimentConfig:
   values = dict(dataset="nyuv2", data_dir=data_dir, tasks=TASKS, num_classes=NUM_CLASSES,
                 height=H, width=W)
   values.update(changes)
-  return ExperimentConfig(**values).validate()
+  return ExperimentConfig.from_flat(**values).validate()
 
 
 @pytest.fixture()

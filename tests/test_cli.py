@@ -118,7 +118,7 @@ def test_a_seed_sweep_shares_one_synthetic_data_dir(smoke_data_dir):
 def test_the_progress_line_shows_the_headline_metrics_only():
   from sdmtcnn_tf import progress
   from sdmtcnn_tf.config import ExperimentConfig
-  specs = ExperimentConfig(tasks=("semseg", "depth", "normals")).task_specs
+  specs = ExperimentConfig.from_flat(tasks=("semseg", "depth", "normals")).task_specs
   keys = progress.headline_keys(("teacher", "student"), specs)
   assert "val_student_normals_mean_deg" in keys and "val_teacher_semseg_miou" in keys
   bar = progress.HeadlineProgbar(keys)

@@ -44,12 +44,12 @@ def test_flagfile_parses_matches_its_name_and_builds(path, monkeypatch):
   monkeypatch.chdir(REPO)
   cfg = config_lib.parse_flagfile(path)
   for field, value in _expected(path).items():
-    assert getattr(cfg, field) == value, (path, field)
+    assert cfg.flag_value(field) == value, (path, field)
   tiny = cfg.replace(height=32, width=32, width_multiplier=1 / 32, teacher_dir="")
   network = build_network(tiny)
   out = network.model(np.zeros((1, 32, 32, 3), np.float32))
-  assert set(cfg.tasks) == set(out["teacher"])
-  assert (network.student is not None) == ("student" in methods.get(cfg.method).roles)
+  assert set(cfg.data.tasks) == set(out["teacher"])
+  assert (network.student is not None) == ("student" in methods.get(cfg.method.name).roles)
   assert count_params(network.teacher) > 0
 
 
@@ -59,9 +59,10 @@ def test_flagfile_halves_the_rate_during_training(path, monkeypatch):
   every config decays at least once."""
   monkeypatch.chdir(REPO)
   cfg = config_lib.parse_flagfile(path)
-  assert 0 < cfg.lr_decay_epochs < cfg.epochs
-  if cfg.dataset != "synthetic":
-    assert (cfg.epochs, cfg.lr_decay_epochs, cfg.learning_rate) == (200, 100, 1e-4)
+  assert 0 < cfg.optim.lr_decay_epochs < cfg.optim.epochs
+  if cfg.data.dataset != "synthetic":
+    expected = (200, 100, 1e-4)
+    assert (cfg.optim.epochs, cfg.optim.lr_decay_epochs, cfg.optim.learning_rate) == expected
 
 
 def test_every_paper_table_row_has_a_flagfile(monkeypatch):
@@ -81,4 +82,4 @@ def test_every_paper_table_row_has_a_flagfile(monkeypatch):
     assert os.path.exists(os.path.join("configs", name + ".flags")), (name, row)
     cfg = config_lib.parse_flagfile(os.path.join("configs", name + ".flags"))
     expected_tasks = 5 if dataset == "taskonomy" else 2
-    assert len(cfg.tasks) == expected_tasks
+    assert len(cfg.data.tasks) == expected_tasks

@@ -22,7 +22,7 @@ TASKS = ("semseg", "depth", "normals")
 def _cfg(**kw) -> ExperimentConfig:
   base = dict(height=32, width=32, width_multiplier=0.125, student_channels=16, num_classes=5,
               seed=3)
-  return ExperimentConfig(**{**base, **kw}).validate()
+  return ExperimentConfig.from_flat(**{**base, **kw}).validate()
 
 
 def _group(path: str) -> str:
@@ -132,7 +132,7 @@ def test_hint_reduction_sets_the_weight_of_each_hint_pair(reduction):
   for changes in (dict(method="sd_mtcnn", distill="eq6", full=True),  # 3 tasks x 5 levels
                   dict(method="sd_vanilla", distill="eq6")):  # 3 tasks x 3 exits
     cfg = _cfg(**changes, hint_weight=0.6, hint_reduction=reduction)
-    hints = [t for t in methods.get(cfg.method).loss_terms(cfg) if t.name.startswith("hint_")]
+    hints = [t for t in methods.get(cfg.method.name).loss_terms(cfg) if t.name.startswith("hint_")]
     assert len(hints) == (15 if changes["method"] == "sd_mtcnn" else 9)
     expected = 0.6 / len(hints) if reduction == "mean" else 0.6
     assert [t.weight for t in hints] == pytest.approx([expected] * len(hints))
@@ -283,11 +283,11 @@ from sdmtcnn_tf.config import ExperimentConfig
 from tests.conftest import random_batch
 # semseg + depth: a freshly initialised normals head (unit-normalised outputs of near-zero
 # vectors) takes huge SGD steps whose rounding would swamp the comparison
-cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, student_channels=16,
-                       num_classes=5, tasks=("semseg", "depth"), method="sd_mtcnn",
-                       distill="eq5", full=True,
-                       sync_batchnorm=True, optimizer="sgd", learning_rate=0.05,
-                       batch_size=4).validate()
+cfg = ExperimentConfig.from_flat(height=32, width=32, width_multiplier=0.125, student_channels=16,
+                                 num_classes=5, tasks=("semseg", "depth"), method="sd_mtcnn",
+                                 distill="eq5", full=True,
+                                 sync_batchnorm=True, optimizer="sgd", learning_rate=0.05,
+                                 batch_size=4).validate()
 image, labels = random_batch(cfg, n=4, seed=1)
 labels.pop("normals")
 ds = tf.data.Dataset.from_tensor_slices((image, labels)).batch(4)

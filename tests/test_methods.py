@@ -46,11 +46,11 @@ def test_every_method_learns_and_reports_its_student(method, tmp_path, smoke_dat
     changes = {**changes, "teacher_dir": smoke_run}
   cfg = _tiny_config(flagfile, str(tmp_path / method), smoke_data_dir, **changes)
   metrics = train.train(cfg)
-  with open(os.path.join(cfg.model_dir, "results", "metrics.json")) as f:
+  with open(os.path.join(cfg.run.model_dir, "results", "metrics.json")) as f:
     assert json.load(f).keys() == metrics.keys()
   if method != "traditional_kd":  # Baseline-3 reports the student only
     assert baselines.not_beaten(cfg, metrics, constant, "teacher") == []
-  if "student" not in methods.get(cfg.method).roles:
+  if "student" not in methods.get(cfg.method.name).roles:
     return
   # a non-full student reads only the 1/32 encoder output, which is 1x2 pixels at the 32x64
   # test size, so it is held to each task's headline metric alone
@@ -61,8 +61,8 @@ def test_every_method_learns_and_reports_its_student(method, tmp_path, smoke_dat
   else:
     failures = baselines.not_beaten(cfg, metrics, constant, "student")
     headline = [f for f in failures if f.split(":")[0] in headlines]
-    assert len(headline) < len(cfg.tasks), failures  # learns at least one task
-  with open(os.path.join(cfg.model_dir, "results", "history.csv")) as f:
+    assert len(headline) < len(cfg.data.tasks), failures  # learns at least one task
+  with open(os.path.join(cfg.run.model_dir, "results", "history.csv")) as f:
     rows = list(csv.DictReader(f))
   first, last = rows[0], rows[-1]
   for key in first:

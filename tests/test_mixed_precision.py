@@ -15,8 +15,8 @@ from tests.conftest import random_batch
 
 @pytest.mark.slow
 def test_mixed_precision_step_uses_loss_scaling_and_float32_outputs():
-  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, num_classes=5,
-                         mixed_precision=True).validate()
+  cfg = ExperimentConfig.from_flat(height=32, width=32, width_multiplier=0.125, num_classes=5,
+                                   mixed_precision=True).validate()
   distribute.set_precision(cfg)
   try:
     network, model = experiment.build_model(cfg)

@@ -12,7 +12,8 @@ from sdmtcnn_tf.models.build import build_network
 
 
 def test_moving_statistics_become_the_average_batch_statistics():
-  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, num_classes=5).validate()
+  cfg = ExperimentConfig.from_flat(height=32, width=32, width_multiplier=0.125,
+                                   num_classes=5).validate()
   model = build_network(cfg).model
   rng = np.random.default_rng(0)
   images = [rng.random((2, 32, 32, 3)).astype(np.float32) for _ in range(3)]
@@ -34,7 +35,8 @@ def test_deep_batchnorms_use_training_mode_statistics_of_their_inputs():
   """recalibrate measures every BatchNorm in ONE training-mode pass per batch: a deep layer's
   input is computed with the upstream BatchNorms normalising by their batch statistics (not
   sequentially, with the upstream layers in inference mode on their new moving statistics)."""
-  cfg = ExperimentConfig(height=32, width=32, width_multiplier=0.125, num_classes=5).validate()
+  cfg = ExperimentConfig.from_flat(height=32, width=32, width_multiplier=0.125,
+                                   num_classes=5).validate()
   model = build_network(cfg).model
   rng = np.random.default_rng(1)
   images = [rng.random((2, 32, 32, 3)).astype(np.float32) for _ in range(3)]

@@ -15,7 +15,7 @@ from sdmtcnn_tf import config as config_lib, experiment, train
 
 
 def test_schedule_halves_the_rate_every_lr_decay_epochs_and_serializes():
-  cfg = config_lib.ExperimentConfig(learning_rate=1e-3, lr_decay_epochs=3)
+  cfg = config_lib.ExperimentConfig.from_flat(learning_rate=1e-3, lr_decay_epochs=3)
   schedule = experiment.learning_rate(cfg, steps_per_epoch=5)
   for epoch in range(10):
     for step in (epoch * 5, epoch * 5 + 4):  # first and last step of the epoch
@@ -27,10 +27,10 @@ def test_schedule_halves_the_rate_every_lr_decay_epochs_and_serializes():
 
 
 def test_lr_decay_epochs_zero_means_constant_and_negative_is_rejected():
-  cfg = config_lib.ExperimentConfig(learning_rate=1e-3, lr_decay_epochs=0)
+  cfg = config_lib.ExperimentConfig.from_flat(learning_rate=1e-3, lr_decay_epochs=0)
   assert experiment.learning_rate(cfg, steps_per_epoch=5) == 1e-3
   with pytest.raises(ValueError, match="--lr_decay_epochs"):
-    config_lib.ExperimentConfig(lr_decay_epochs=-1).validate()
+    config_lib.ExperimentConfig.from_flat(lr_decay_epochs=-1).validate()
 
 
 def test_steps_per_epoch_is_what_the_training_pipeline_yields(smoke_data_dir):
@@ -60,10 +60,10 @@ def test_resumed_run_continues_the_schedule_across_the_decay(tmp_path, smoke_dat
                                   validation_freq=100, precise_bn_batches=0)
   steps = experiment.steps_per_epoch(cfg, experiment.prepare_data(cfg, experiment.TRAIN_SPLIT))
   train.train(cfg)  # stopped after epoch 1, before the first decay takes effect
-  assert _backup_iterations(cfg.model_dir) == steps
+  assert _backup_iterations(cfg.run.model_dir) == steps
   train.train(cfg.replace(epochs=3))  # resumed: epochs 2 and 3 use base/2 and base/4
-  rows = _history(cfg.model_dir)
+  rows = _history(cfg.run.model_dir)
   assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
   for k, row in enumerate(rows):
     assert float(row["learning_rate"]) == pytest.approx(base * 0.5 ** k, rel=1e-6), k
-  assert _backup_iterations(cfg.model_dir) == 3 * steps
+  assert _backup_iterations(cfg.run.model_dir) == 3 * steps

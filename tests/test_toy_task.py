@@ -58,7 +58,7 @@ def _write_records(data_dir: str, counts: dict) -> None:
 def test_a_task_defined_outside_the_library_trains_evaluates_and_exports(saliency, tmp_path):
   data_dir, model_dir = str(tmp_path / "data"), str(tmp_path / "run")
   _write_records(data_dir, {"train": 16, "val": 4})
-  cfg = ExperimentConfig(
+  cfg = ExperimentConfig.from_flat(
       dataset="custom", data_dir=data_dir, model_dir=model_dir, tasks=("semseg", "saliency"),
       num_classes=2, height=H, width=W, width_multiplier=0.125, student_channels=16,
       method="sd_mtcnn", distill="eq5", batch_size=4, epochs=2, eval_batch_size=2,

@@ -33,7 +33,7 @@ def test_teacher_outputs_are_matched_by_task_name_not_order(monkeypatch):
   teacher = student.replace(method="vanilla", distill="none", tasks=("depth", "semseg"))
   network = build_network(student, teacher)
   out = network.model(np.zeros((1, 32, 64, 3), np.float32))
-  assert out["teacher"]["semseg"].shape[-1] == student.num_classes
+  assert out["teacher"]["semseg"].shape[-1] == student.data.num_classes
   assert out["teacher"]["depth"].shape[-1] == 1
   with pytest.raises(ValueError, match="tasks"):
     check_teacher(teacher.replace(tasks=("depth", "normals")), student)
@@ -60,7 +60,8 @@ def test_kd_run_survives_its_teacher_being_moved(tmp_path, smoke_data_dir, monke
   monkeypatch.chdir(tmp_path)
   train.train(cfg)
   recorded = config_lib.load(student_dir)
-  assert recorded.teacher_dir == str(teacher_dir) and os.path.isabs(recorded.teacher_dir)
+  assert recorded.method.teacher_dir == str(teacher_dir)
+  assert os.path.isabs(recorded.method.teacher_dir)
   with open(os.path.join(student_dir, "flags.txt")) as f:
     assert f"--teacher_dir={teacher_dir}\n" in f.read()
   with open(experiment.RunPaths(student_dir).teacher_config) as f:

@@ -32,7 +32,7 @@ def test_run_directory_holds_everything(smoke_run):
   assert config_lib.parse_flagfile(os.path.join(smoke_run, "flags.txt")) == cfg
   with open(os.path.join(smoke_run, "results", "history.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == cfg.epochs
+  assert len(rows) == cfg.optim.epochs
   assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
 
 
@@ -83,8 +83,8 @@ def test_dry_run_prints_parameter_counts():
                if line.startswith("loss term "))
   cfg = config_lib.parse_flagfile(SMOKE_FLAGS, method="sd_mtcnn", distill="eq5")
   assert float(terms["teacher_semseg_loss"]) == 1.0
-  assert float(terms["kd_depth_loss"]) == pytest.approx(cfg.alpha, rel=1e-5)
-  assert float(terms["student_normals_loss"]) == pytest.approx(1 - cfg.alpha, rel=1e-5)
+  assert float(terms["kd_depth_loss"]) == pytest.approx(cfg.method.alpha, rel=1e-5)
+  assert float(terms["student_normals_loss"]) == pytest.approx(1 - cfg.method.alpha, rel=1e-5)
 
 
 def test_unknown_flag_is_an_error_naming_it():

@@ -1,6 +1,6 @@
 """Methods: one class per training method (see base.Method), and their registry.
 
-    method = methods.get(cfg.method)
+    method = methods.get(cfg.method.name)
     method.validate(cfg); method.loss_terms(cfg)
 
 vanilla (Baseline-1), sd_vanilla (Baseline-2, BYOT exits), traditional_kd (Baseline-3) and

@@ -50,12 +50,12 @@ class Method:
     """Raises ValueError naming the flag when `cfg` sets something this method cannot do:
     a --distill it does not know, or a METHOD_FLAGS flag it does not read. Subclasses check
     the values of the flags they read after calling this."""
-    need(cfg.distill in self.distills, "distill",
-         f"one of {', '.join(self.distills)} for --method={self.name}", cfg.distill)
+    need(cfg.method.distill in self.distills, "distill",
+         f"one of {', '.join(self.distills)} for --method={self.name}", cfg.method.distill)
     for flag, default in METHOD_FLAGS.items():
-      need(flag in self.reads or getattr(cfg, flag) == default, flag,
+      need(flag in self.reads or cfg.flag_value(flag) == default, flag,
            f"its default {default!r}: --method={self.name} does not use it",
-           getattr(cfg, flag))
+           cfg.flag_value(flag))
 
   # ---- graph -------------------------------------------------------------------------------
   def build(self, image, cfg, teacher_cfg=None) -> tuple:

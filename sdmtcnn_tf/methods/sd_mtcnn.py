@@ -38,7 +38,7 @@ def hint_target(backbone, decoder: str, level: int, source: str, name: str):
 def teaching_decoders(cfg) -> tuple:
   """The names of the decoders whose features teach: each --teaching_tasks task's own, or the
   one shared decoder (backbone.Backbone.decoders)."""
-  if cfg.decoder == "shared":
+  if cfg.model.decoder == "shared":
     return (backbone_lib.SHARED_DECODER,)
   return tuple(cfg.resolved_teaching_tasks)
 
@@ -51,27 +51,29 @@ class SDMTCNN(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
-    need(cfg.hint_source in ("default",) + HINT_SOURCES, "hint_source",
-         f"one of default, {', '.join(HINT_SOURCES)}", cfg.hint_source)
+    need(cfg.method.hint_source in ("default",) + HINT_SOURCES, "hint_source",
+         f"one of default, {', '.join(HINT_SOURCES)}", cfg.method.hint_source)
 
   @staticmethod
   def source(cfg) -> str:
-    return "mirrored" if cfg.hint_source == "default" else cfg.hint_source
+    return "mirrored" if cfg.method.hint_source == "default" else cfg.method.hint_source
 
   def extra_outputs(self, cfg, backbone):
     hints = {}
     for decoder in teaching_decoders(cfg):
-      for level in cfg.resolved_hint_levels:
+      for level in cfg.method.resolved_hint_levels:
         key = f"{decoder}_l{level}"
         target, channels = hint_target(backbone, decoder, level, self.source(cfg), f"hint_{key}")
         hints[key] = {
             "student": heads.adaptation(backbone.features[f"enc{level}"], channels,
-                                        cfg.adaptation, f"adapt_{key}", cfg.sync_batchnorm),
+                                        cfg.model.adaptation, f"adapt_{key}",
+                                        cfg.model.sync_batchnorm),
             "teacher": as_full_precision(target, f"hint_{key}_teacher")}
     return {"student": students.student_heads(backbone.features, cfg), "hints": hints}
 
   def loss_terms(self, cfg):
     hints = terms_lib.feature_hints(
         cfg, ((f"hint_{decoder}_l{level}_loss", f"{decoder}_l{level}")
-              for decoder in teaching_decoders(cfg) for level in cfg.resolved_hint_levels))
+              for decoder in teaching_decoders(cfg)
+              for level in cfg.method.resolved_hint_levels))
     return self.teacher_terms(cfg) + students.student_terms(cfg) + hints

@@ -24,11 +24,11 @@ DEFAULT_EXITS = (3, 4, 5)
 
 def exits(cfg) -> tuple:
   """The encoder stages with an exit, shallowest first."""
-  return tuple(sorted(cfg.student_exits)) if cfg.student_exits else DEFAULT_EXITS
+  return tuple(sorted(cfg.model.student_exits)) if cfg.model.student_exits else DEFAULT_EXITS
 
 
 def reported_exit(cfg) -> int:
-  return cfg.student_exit or max(exits(cfg))
+  return cfg.model.student_exit or max(exits(cfg))
 
 
 class SDVanilla(Method):
@@ -39,14 +39,14 @@ class SDVanilla(Method):
 
   def validate(self, cfg):
     super().validate(cfg)
-    need(cfg.hint_source in ("default", "deepest"), "hint_source",
+    need(cfg.method.hint_source in ("default", "deepest"), "hint_source",
          "default or deepest with --method=sd_vanilla (its exits have no mirrored stage)",
-         cfg.hint_source)
-    need(all(l in (1, 2, 3, 4, 5) for l in cfg.student_exits), "student_exits",
-         "encoder stages among 1..5", cfg.student_exits)
-    need(cfg.student_exit == 0 or cfg.student_exit in exits(cfg), "student_exit",
+         cfg.method.hint_source)
+    need(all(l in (1, 2, 3, 4, 5) for l in cfg.model.student_exits), "student_exits",
+         "encoder stages among 1..5", cfg.model.student_exits)
+    need(cfg.model.student_exit == 0 or cfg.model.student_exit in exits(cfg), "student_exit",
          f"0 (the deepest) or one of --student_exits={','.join(map(str, exits(cfg)))}",
-         cfg.student_exit)
+         cfg.model.student_exit)
 
   def extra_outputs(self, cfg, backbone):
     target_channels = backbone.decoder_channels(1)
@@ -57,10 +57,10 @@ class SDVanilla(Method):
         key = f"{task.name}_e{level}"
         bottleneck = heads.adaptation(backbone.features[f"pool{level}"], target_channels,
                                       "bottleneck", f"exit{level}_{task.name}_bottleneck",
-                                      cfg.sync_batchnorm)
-        outputs[f"e{level}"][task.name] = heads.exit_head(bottleneck, task, cfg.height,
-                                                          cfg.width, f"exit{level}_{task.name}")
-        if cfg.distill == "eq6":
+                                      cfg.model.sync_batchnorm)
+        outputs[f"e{level}"][task.name] = heads.exit_head(
+            bottleneck, task, cfg.data.height, cfg.data.width, f"exit{level}_{task.name}")
+        if cfg.method.distill == "eq6":
           # the exit's output is at the size of encoder stage level + 1
           target, _ = hint_target(backbone, backbone.decoder_of[task.name], level + 1,
                                   "deepest", f"hint_{key}")
@@ -75,7 +75,7 @@ class SDVanilla(Method):
     out = list(self.teacher_terms(cfg))
     for level in exits(cfg):
       out += students.student_terms(cfg, ("exits", f"e{level}"), f"_e{level}")
-    if cfg.distill == "eq6":
+    if cfg.method.distill == "eq6":
       out += terms_lib.feature_hints(cfg, ((f"hint_{t.name}_e{level}_loss", f"{t.name}_e{level}")
                                            for level in exits(cfg) for t in cfg.task_specs))
     return tuple(out)

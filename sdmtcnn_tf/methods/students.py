@@ -10,10 +10,11 @@ from sdmtcnn_tf.models import heads
 def student_heads(features: dict, cfg) -> dict:
   """{task: student head output} on the encoded map (and, with --student_levels or --full, the
   shallower encoder stages): encoder + these heads is the deployable student."""
-  channels = max(1, int(round(cfg.student_channels * cfg.width_multiplier)))
+  channels = max(1, int(round(cfg.model.student_channels * cfg.model.width_multiplier)))
   skips = [(level, features[f"enc{level}"]) for level in cfg.resolved_student_levels]
-  return {task.name: heads.student_head(features["encoded"], task, channels, cfg.height,
-                                        cfg.width, f"student_{task.name}", cfg.sync_batchnorm,
+  return {task.name: heads.student_head(features["encoded"], task, channels, cfg.data.height,
+                                        cfg.data.width, f"student_{task.name}",
+                                        cfg.model.sync_batchnorm,
                                         skips)
           for task in cfg.task_specs}
 
@@ -23,11 +24,12 @@ def student_terms(cfg, path=("student",), suffix: str = "") -> tuple:
   (Eq. 5) from the teacher's predictions: `student_<task><suffix>_loss` with weight
   student_gt_weight * w_t, `kd_<task><suffix>_loss` with weight alpha * w_t."""
   out = [terms_lib.Supervised(f"student_{t.name}{suffix}_loss",
-                              cfg.resolved_student_gt_weight * cfg.task_weight(t.name), t, path)
+                              cfg.method.resolved_student_gt_weight * cfg.task_weight(t.name),
+                              t, path)
          for t in cfg.task_specs]
-  if cfg.distill == "eq5":
+  if cfg.method.distill == "eq5":
     out += [terms_lib.OutputDistillation(f"kd_{t.name}{suffix}_loss",
-                                         cfg.alpha * cfg.task_weight(t.name), t, path,
-                                         cfg.temperature, cfg.two_way)
+                                         cfg.method.alpha * cfg.task_weight(t.name), t, path,
+                                         cfg.method.temperature, cfg.method.two_way)
             for t in cfg.task_specs]
   return tuple(out)

@@ -87,5 +87,7 @@ def feature_hints(cfg, pairs) -> tuple:
   --hint_weight per pair (--hint_reduction=sum) or λ / number of pairs (mean: λ weighs the
   feature objective as a whole)."""
   pairs = tuple(pairs)
-  weight = cfg.hint_weight / max(len(pairs), 1) if cfg.hint_reduction == "mean" else cfg.hint_weight
-  return tuple(FeatureHint(name, weight, key, cfg.two_way) for name, key in pairs)
+  weight = cfg.method.hint_weight
+  if cfg.method.hint_reduction == "mean":
+    weight /= max(len(pairs), 1)
+  return tuple(FeatureHint(name, weight, key, cfg.method.two_way) for name, key in pairs)

@@ -25,13 +25,13 @@ def default_teacher_config(cfg):
 def check_teacher(teacher_cfg, cfg, source: str = "the teacher") -> None:
   """The teacher must be a vanilla run on the same data as `cfg` (the same tasks as a set,
   classes and size). Raises ValueError naming `source`."""
-  if teacher_cfg.method != "vanilla":
-    raise ValueError(f"{source} holds a {teacher_cfg.method} run; traditional_kd distils a "
+  if teacher_cfg.method.name != "vanilla":
+    raise ValueError(f"{source} holds a {teacher_cfg.method.name} run; traditional_kd distils a "
                      "trained vanilla (Baseline-1) teacher")
   def differs(field):
-    mine, theirs = getattr(cfg, field), getattr(teacher_cfg, field)
+    mine, theirs = cfg.flag_value(field), teacher_cfg.flag_value(field)
     return sorted(mine) != sorted(theirs) if field == "tasks" else mine != theirs
-  differ = [f"{f}: teacher {getattr(teacher_cfg, f)!r} vs this run {getattr(cfg, f)!r}"
+  differ = [f"{f}: teacher {teacher_cfg.flag_value(f)!r} vs this run {cfg.flag_value(f)!r}"
             for f in ("tasks", "num_classes", "height", "width") if differs(f)]
   if differ:
     raise ValueError(f"{source} was trained on other data: " + "; ".join(differ))
@@ -51,7 +51,7 @@ class TraditionalKD(Method):
     teacher_model = build_network(teacher_cfg).teacher
     teacher_model.trainable = False
     teacher = teacher_model(image, training=False)
-    filters = segnet.scaled_filters(cfg.width_multiplier)
+    filters = segnet.scaled_filters(cfg.model.width_multiplier)
     features, _ = backbone_lib.encoder(image, cfg, filters)
     student = students.student_heads(features, cfg)
     # matched by task name: the teacher's --tasks order may differ

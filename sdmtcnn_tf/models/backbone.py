@@ -39,21 +39,21 @@ class Backbone:
 
 def encoder(image, cfg, filters):
   """(features, argmaxes) of the shared encoder (argmax pooling for SegNet, max for U-Net)."""
-  pool = "argmax" if cfg.backbone == "segnet" else "max"
-  return segnet.segnet_encoder(image, filters, cfg.sync_batchnorm, pool=pool)
+  pool = "argmax" if cfg.model.backbone == "segnet" else "max"
+  return segnet.segnet_encoder(image, filters, cfg.model.sync_batchnorm, pool=pool)
 
 
 def build_backbone(image, cfg) -> Backbone:
   """Encoder, decoders and teacher heads of `cfg` on `image`."""
-  filters = segnet.scaled_filters(cfg.width_multiplier)
+  filters = segnet.scaled_filters(cfg.model.width_multiplier)
   features, argmaxes = encoder(image, cfg, filters)
-  if cfg.backbone == "segnet":
+  if cfg.model.backbone == "segnet":
     decode = lambda prefix: segnet.segnet_decoder(features, argmaxes, filters, prefix,
-                                                  cfg.sync_batchnorm)
+                                                  cfg.model.sync_batchnorm)
   else:
-    decode = lambda prefix: unet.unet_decoder(features, filters, prefix, cfg.sync_batchnorm)
+    decode = lambda prefix: unet.unet_decoder(features, filters, prefix, cfg.model.sync_batchnorm)
   tasks = cfg.task_specs
-  if cfg.decoder == "shared":
+  if cfg.model.decoder == "shared":
     decoders = {SHARED_DECODER: decode("shared_dec")}
     decoder_of = {task.name: SHARED_DECODER for task in tasks}
   else:

@@ -42,10 +42,10 @@ def build_network(cfg: ExperimentConfig,
   it at training start, see experiment.teacher_config); None builds a vanilla teacher like
   `cfg` (dry runs, tests).
   """
-  method = methods.get(cfg.method)
-  image = keras.Input((cfg.height, cfg.width, 3), name=IMAGE_INPUT)
+  method = methods.get(cfg.method.name)
+  image = keras.Input((cfg.data.height, cfg.data.width, 3), name=IMAGE_INPUT)
   outputs, teacher, student, frozen_teacher = method.build(image, cfg, teacher_cfg)
-  name = f"{cfg.method}_{cfg.backbone}"
+  name = f"{cfg.method.name}_{cfg.model.backbone}"
   return Network(
       model=keras.Model(image, outputs, name=name),
       teacher=frozen_teacher or keras.Model(image, teacher, name=f"{name}_teacher"),

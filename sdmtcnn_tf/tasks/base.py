@@ -80,7 +80,7 @@ class Task:
 
   @classmethod
   def from_config(cls, cfg) -> "Task":
-    """The task as `cfg` (an ExperimentConfig or anything with its fields) configures it."""
+    """The task as `cfg` (an ExperimentConfig: e.g. cfg.data.num_classes) configures it."""
     return cls(channels=max(cls.label_channels, 1))
 
   def __repr__(self):

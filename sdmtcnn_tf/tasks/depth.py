@@ -22,7 +22,7 @@ class Depth(ZeroMarksInvalid):
 
   @classmethod
   def from_config(cls, cfg):
-    return cls(channels=1, output_bias=cfg.depth_bias_init)
+    return cls(channels=1, output_bias=cfg.model.depth_bias_init)
 
   def check_label(self, value, num_classes):
     if np.any(value < 0):

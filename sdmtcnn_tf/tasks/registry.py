@@ -54,5 +54,5 @@ def canonical(task_names) -> tuple:
 
 
 def from_config(cfg) -> tuple:
-  """The Task objects of `cfg.tasks` as `cfg` configures them, in canonical order."""
-  return tuple(task_class(n).from_config(cfg) for n in canonical(cfg.tasks))
+  """The Task objects of `cfg.data.tasks` as `cfg` configures them, in canonical order."""
+  return tuple(task_class(n).from_config(cfg) for n in canonical(cfg.data.tasks))

@@ -55,7 +55,7 @@ class SemanticSegmentation(Task):
 
   @classmethod
   def from_config(cls, cfg):
-    return cls(num_classes=cfg.num_classes)
+    return cls(num_classes=cfg.data.num_classes)
 
   @classmethod
   def decode(cls, raw):
