@@ -9,6 +9,7 @@ for the terms and never switches on a method's name.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 from sdmtcnn_tf.methods import terms as terms_lib
@@ -19,6 +20,25 @@ def need(cond: bool, flag: str, expected: str, got) -> None:
   """Raises ValueError naming the flag, what was expected and what was given."""
   if not cond:
     raise ValueError(f"--{flag}: expected {expected}, got {got!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+  """One entry of a search space (sdmtcnn_tf/search/): a config flag and the values a search
+  tries for it, either a range [min, max] (numeric flags; `log`: sampled uniformly in log
+  space, so min > 0) or a list of `values`. Units are the flag's own."""
+
+  name: str
+  min: float | None = None
+  max: float | None = None
+  log: bool = False
+  values: tuple = ()
+
+
+LEARNING_RATE = Hyperparameter("learning_rate", 1e-5, 1e-3, log=True)
+ALPHA = Hyperparameter("alpha", 0.1, 0.9)
+TEMPERATURE = Hyperparameter("temperature", 1.0, 8.0, log=True)
+HINT_WEIGHT = Hyperparameter("hint_weight", 0.01, 10.0, log=True)
 
 
 # Flags that only some methods read (their value must stay the default for the others).
@@ -80,6 +100,19 @@ class Method:
     return tuple(terms_lib.Supervised(f"teacher_{t.name}_loss", cfg.task_weight(t.name), t,
                                       ("teacher",))
                  for t in cfg.task_specs)
+
+  # ---- hyperparameter search ---------------------------------------------------------------
+  def search_space(self, cfg) -> tuple:
+    """The Hyperparameters a search (`python -m sdmtcnn_tf.tune`) tries by default for `cfg`:
+    the flags this method's loss reads under cfg.method.distill. Default: the learning rate."""
+    return (LEARNING_RATE,)
+
+  @staticmethod
+  def output_kd_space(cfg) -> tuple:
+    """Eq. 5's weight α and, when a task's distillation loss is softened by it (a
+    classification task), its temperature τ."""
+    soft = any(t.is_classification for t in cfg.task_specs)
+    return (ALPHA,) + ((TEMPERATURE,) if soft else ())
 
   def frozen_variables(self, model) -> set:
     """Paths of trainable variables that no loss term is meant to reach (none by default):

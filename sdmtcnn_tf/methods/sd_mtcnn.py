@@ -14,7 +14,7 @@ from keras import layers
 
 from sdmtcnn_tf.methods import students
 from sdmtcnn_tf.methods import terms as terms_lib
-from sdmtcnn_tf.methods.base import Method, need
+from sdmtcnn_tf.methods.base import HINT_WEIGHT, LEARNING_RATE, Method, need
 from sdmtcnn_tf.models import backbone as backbone_lib
 from sdmtcnn_tf.models import heads
 from sdmtcnn_tf.models.layers import as_full_precision
@@ -70,6 +70,11 @@ class SDMTCNN(Method):
                                         cfg.model.sync_batchnorm),
             "teacher": as_full_precision(target, f"hint_{key}_teacher")}
     return {"student": students.student_heads(backbone.features, cfg), "hints": hints}
+
+  def search_space(self, cfg):
+    """α and τ (Eq. 5, under eq5 only), λ (the hints, always) and the learning rate."""
+    kd = self.output_kd_space(cfg) if cfg.method.distill == "eq5" else ()
+    return kd + (HINT_WEIGHT, LEARNING_RATE)
 
   def loss_terms(self, cfg):
     hints = terms_lib.feature_hints(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sdmtcnn_tf.methods import students
 from sdmtcnn_tf.methods import terms as terms_lib
-from sdmtcnn_tf.methods.base import Method, need
+from sdmtcnn_tf.methods.base import HINT_WEIGHT, LEARNING_RATE, Method, need
 from sdmtcnn_tf.methods.sd_mtcnn import hint_target
 from sdmtcnn_tf.models import heads
 from sdmtcnn_tf.models.layers import as_full_precision
@@ -70,6 +70,12 @@ class SDVanilla(Method):
     if hints:
       out["hints"] = hints
     return out
+
+  def search_space(self, cfg):
+    """α and τ of the exits' output KD (eq5) or λ of their hints (eq6), and the learning
+    rate."""
+    distill = self.output_kd_space(cfg) if cfg.method.distill == "eq5" else (HINT_WEIGHT,)
+    return distill + (LEARNING_RATE,)
 
   def loss_terms(self, cfg):
     out = list(self.teacher_terms(cfg))

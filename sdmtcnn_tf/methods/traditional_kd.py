@@ -10,7 +10,7 @@ point, never by the builder.
 from __future__ import annotations
 
 from sdmtcnn_tf.methods import students
-from sdmtcnn_tf.methods.base import Method, need
+from sdmtcnn_tf.methods.base import LEARNING_RATE, Method, need
 from sdmtcnn_tf.models import backbone as backbone_lib
 from sdmtcnn_tf.models import segnet
 from sdmtcnn_tf.models.layers import as_full_precision
@@ -57,6 +57,11 @@ class TraditionalKD(Method):
     # matched by task name: the teacher's --tasks order may differ
     frozen = {t: as_full_precision(teacher[t], f"frozen_teacher_{t}") for t in teacher}
     return {"teacher": frozen, "student": student}, teacher, student, teacher_model
+
+  def search_space(self, cfg):
+    """α and τ of the output KD (eq5; none: labels only) and the learning rate."""
+    kd = self.output_kd_space(cfg) if cfg.method.distill == "eq5" else ()
+    return kd + (LEARNING_RATE,)
 
   def loss_terms(self, cfg):
     return students.student_terms(cfg)

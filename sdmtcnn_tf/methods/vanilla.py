@@ -6,6 +6,8 @@ from sdmtcnn_tf.methods.base import Method
 
 
 class Vanilla(Method):
+  """Its default search space is Method's: the learning rate alone."""
+
   name = "vanilla"
   distills = ("none",)
   roles = ("teacher",)
