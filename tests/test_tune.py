@@ -268,6 +268,19 @@ def test_hyperband_continues_the_earlier_trials_run(tmp_path, monkeypatch):
   assert best.optim.epochs == table[0].values["tuner/epochs"]
 
 
+def test_bayesian_search_runs_its_trials_and_ranks_them(tmp_path, monkeypatch):
+  fake = FakeTrain()
+  monkeypatch.setattr(train, "train", fake)
+  search = tune.prepare(_cfg(), str(tmp_path / "tune"), tuner="bayesian", max_trials=4,
+                        search_space=_space(tmp_path, {"learning_rate": {"max": 1e-4}}),
+                        check_data=False)
+  table = tune.run(search)
+  assert len(fake.calls) == 4 and len({c.optim.learning_rate for c in fake.calls}) == 4
+  values = [r.objective for r in table]
+  assert values == sorted(values, reverse=True)
+  assert table[0].objective == pytest.approx(1000 * table[0].values["learning_rate"])
+
+
 # ---- real searches (slow) --------------------------------------------------------------------
 def _tune_args(data_dir, tune_dir, *extra):
   return [f"--flagfile={SMOKE_FLAGS}", f"--data_dir={data_dir}", *TINY, f"--tune_dir={tune_dir}",

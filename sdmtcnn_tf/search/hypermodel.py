@@ -84,8 +84,8 @@ def make_oracle(kind: str, objective, max_trials: int, seed: int, max_epochs: in
     missing = [m for m in ("scipy", "sklearn") if importlib.util.find_spec(m) is None]
     if missing:
       raise ValueError(f"--tuner=bayesian needs {' and '.join(missing)} (Keras Tuner's Gaussian "
-                       "process), which requirements.txt does not install; pip install scipy "
-                       "scikit-learn, or use --tuner=random|hyperband")
+                       "process), pinned in requirements.txt but not installed here: pip install -r "
+                       "requirements.txt, or use --tuner=random|hyperband")
     return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
   if kind == "hyperband":
     return kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=factor, **common)
