@@ -152,7 +152,8 @@ def render(plotted, num_groups: int) -> bytes:
   for ax, (panel, lines) in zip(axes, plotted):
     for line in lines:
       colour = colours(line.group % colours.N)
-      ax.plot(line.epochs, line.mean, color=colour, linewidth=1.6,
+      # markers: a run validated only at its end (--validation_freq) is one point per line
+      ax.plot(line.epochs, line.mean, color=colour, linewidth=1.6, marker="o", markersize=3,
               linestyle="-" if line.role == "teacher" else "--", label=line.label)
       band = np.isfinite(line.std)
       if band.any():
