@@ -1,6 +1,6 @@
 """SavedModel export for TF Serving:
 `python -m sdmtcnn_tf.export --model_dir=... --export_dir=... [--role=teacher|student] [--version=1]
-[--overwrite]`.
+[--overwrite] [--format=savedmodel|tflite] [--quantize=none|dynamic|int8]`.
 
 Writes `<export_dir>/<version>/` (a TF Serving model base path is `<export_dir>`: one per role)
 atomically, and refuses an existing version unless --overwrite. The
@@ -8,7 +8,8 @@ atomically, and refuses an existing version unless --overwrite. The
 returns float32 `semseg_logits` [B, H, W, C], int32 `semseg_labels` [B, H, W], float32 `depth`
 [B, H, W] (metres or disparity, as the training data), `normals` [B, H, W, 3] (unit vectors),
 `keypoints` [B, H, W], `edges` [B, H, W] -- for the tasks the model has. The student export
-holds only the encoder and the student heads.
+holds only the encoder and the student heads. `--format=tflite` writes the student as a
+TensorFlow Lite file instead (sdmtcnn_tf/edge.py).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def main(argv):
   if not FLAGS.model_dir:
     raise ValueError("--model_dir is required: the run directory written by sdmtcnn_tf.train")
   config_lib.run_overrides(FLAGS, FLAGS.model_dir, settable=())  # checks a given flagfile
+  if FLAGS.format == "tflite":  # the student as a .tflite file
+    from sdmtcnn_tf import edge
+    return edge.main(FLAGS)
+  if FLAGS.quantize != "none":
+    raise ValueError(f"--quantize={FLAGS.quantize} needs --format=tflite")
   path = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version, FLAGS.overwrite)
   print(f"exported the {FLAGS.role} to {path}")
 
@@ -143,4 +149,10 @@ if __name__ == "__main__":
   flags.DEFINE_enum("role", "teacher", ["teacher", "student"], "Which network to export.")
   flags.DEFINE_integer("version", 1, "Model version sub-directory.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing <export_dir>/<version>.")
+  flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "tflite"],
+                    "savedmodel: TF Serving SavedModel; tflite: the student as "
+                    "<export_dir>/student_<variant>.tflite (sdmtcnn_tf/edge.py).")
+  flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "int8"],
+                    "--format=tflite: none (float32), dynamic (int8 weights) or int8 (full "
+                    "integer, calibrated on 100 training images).")
   cli.run(main)
