@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, assert_one_error_line, run_module
 
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf import methods
@@ -394,7 +394,7 @@ def test_the_cli_reports_bad_input_as_one_line_and_skips_when_asked(tmp_path):
   out = str(tmp_path / "out")
   proc = run_module("sdmtcnn_tf.report", f"--runs={tmp_path / 'runs'}", f"--out={out}",
                     check=False)
-  _one_error_line(proc, unfinished, "no results/metrics.json", "--skip_incomplete")
+  assert_one_error_line(proc, unfinished, "no results/metrics.json", "--skip_incomplete")
   assert not os.path.exists(out)
   proc = run_module("sdmtcnn_tf.report", f"--runs={tmp_path / 'runs'}", f"--out={out}",
                     "--skip_incomplete", "--nocurves")
@@ -407,17 +407,8 @@ def test_the_cli_reports_bad_input_as_one_line_and_skips_when_asked(tmp_path):
   nyu = make_run(tmp_path / "nyu", "nyuv2_vanilla_seed0", "nyuv2_vanilla", 0)
   proc = run_module("sdmtcnn_tf.report", f"--runs={complete},{tmp_path / 'nyu'}",
                     f"--out={out}", check=False)
-  _one_error_line(proc, "runs of different datasets in one report", f"synthetic ({complete})",
-                  f"nyuv2 ({nyu})")
-
-
-def _one_error_line(proc, *needles):
-  assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
-  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-  assert len(lines) == 1, proc.stderr[-2000:]
-  for needle in needles:
-    assert needle in lines[0], lines[0]
+  assert_one_error_line(proc, "runs of different datasets in one report",
+                        f"synthetic ({complete})", f"nyuv2 ({nyu})")
 
 
 # ---- a real finished run (slow: the smoke run trains once per session) -----------------------
