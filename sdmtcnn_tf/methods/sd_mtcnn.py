@@ -14,12 +14,10 @@ from keras import layers
 
 from sdmtcnn_tf.methods import students
 from sdmtcnn_tf.methods import terms as terms_lib
-from sdmtcnn_tf.methods.base import HINT_WEIGHT, LEARNING_RATE, Method, need
+from sdmtcnn_tf.methods.base import HINT_WEIGHT, LEARNING_RATE, Method
 from sdmtcnn_tf.models import backbone as backbone_lib
 from sdmtcnn_tf.models import heads
 from sdmtcnn_tf.models.layers import as_full_precision
-
-HINT_SOURCES = ("mirrored", "deepest")
 
 
 def hint_target(backbone, decoder: str, level: int, source: str, name: str):
@@ -48,11 +46,6 @@ class SDMTCNN(Method):
   distills = ("eq5", "eq6")
   reads = frozenset({"full", "hint_source", "teaching_tasks", "hint_levels", "student_levels"})
   roles = ("teacher", "student")
-
-  def validate(self, cfg):
-    super().validate(cfg)
-    need(cfg.method.hint_source in ("default",) + HINT_SOURCES, "hint_source",
-         f"one of default, {', '.join(HINT_SOURCES)}", cfg.method.hint_source)
 
   @staticmethod
   def source(cfg) -> str:
