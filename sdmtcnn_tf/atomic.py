@@ -85,11 +85,14 @@ def replacing(path: str, label: str, needed_bytes: int, previous: str = ""):
     raise
 
 
-def write_text(path: str, text: str, label: str = "text") -> None:
-  data = text.encode()
+def write_bytes(path: str, data: bytes, label: str = "bytes") -> None:
   with replacing(path, label, len(data)) as tmp:
     with open(tmp, "wb") as f:
       f.write(data)
+
+
+def write_text(path: str, text: str, label: str = "text") -> None:
+  write_bytes(path, text.encode(), label)
 
 
 def write_json(path: str, obj, label: str = "json", **dump_args) -> None:

@@ -24,6 +24,8 @@ Signatures (both return the same named outputs, `Task.serving_outputs` of each t
 Each version holds `assets.extra/tf_serving_warmup_requests`: one PredictionLog per signature,
 which TF Serving replays on load. The student export holds only the encoder and the student
 heads.
+`--format=tflite [--quantize=none|dynamic|int8]` writes the student as a TensorFlow Lite file
+instead (sdmtcnn_tf/edge.py).
 """
 
 from __future__ import annotations
@@ -275,6 +277,11 @@ def main(argv):
   if not FLAGS.model_dir:
     raise ValueError("--model_dir is required: the run directory written by sdmtcnn_tf.train")
   config_lib.run_overrides(FLAGS, FLAGS.model_dir, settable=())  # checks a given flagfile
+  if FLAGS.format == "tflite":  # the student as a .tflite file
+    from sdmtcnn_tf import edge
+    return edge.main(FLAGS)
+  if FLAGS.quantize != "none":
+    raise ValueError(f"--quantize={FLAGS.quantize} needs --format=tflite")
   paths = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version, FLAGS.overwrite,
               FLAGS.serving_dir)
   for path in paths if isinstance(paths, list) else [paths]:
@@ -297,4 +304,10 @@ if __name__ == "__main__":
                     "Which network to export; all: every one the model has.")
   flags.DEFINE_integer("version", 1, "Model version sub-directory.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing <export_dir>/<version>.")
+  flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "tflite"],
+                    "savedmodel: TF Serving SavedModel; tflite: the student as "
+                    "<export_dir>/student_<variant>.tflite (sdmtcnn_tf/edge.py).")
+  flags.DEFINE_enum("quantize", "none", ["none", "dynamic", "int8"],
+                    "--format=tflite: none (float32), dynamic (int8 weights) or int8 (full "
+                    "integer, calibrated on 100 training images).")
   cli.run(main)

@@ -7,7 +7,9 @@
 Runs go to `<out_dir>/runs/<config>_seed<s>` and share one dataset in `<out_dir>/data` (the
 config's --data_seed: only the training seed varies). A run whose results/metrics.json exists
 is not trained again, so a killed sweep continues where it stopped. The table (markdown) is
-printed and written to `<out_dir>/sweep.md`; every run's metrics stay in its metrics.json.
+printed and written to `<out_dir>/sweep.md` (the report's table, report/table.py, with our
+primary metric definitions and the constant predictor); every run's metrics stay in its
+metrics.json, and `python -m sdmtcnn_tf.report --runs=<out_dir>/runs` makes the full report.
 """
 
 from __future__ import annotations
@@ -17,16 +19,13 @@ import os
 
 from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
 
-import numpy as np
 from absl import flags
 
-from sdmtcnn_tf import atomic, baselines, experiment, methods, train
+from sdmtcnn_tf import atomic, baselines, experiment, train
 from sdmtcnn_tf import config as config_lib
+from sdmtcnn_tf.report import build
+from sdmtcnn_tf.report import runs as report_runs
 from sdmtcnn_tf.rundir import RunPaths
-
-# (column title, metric key without the role prefix)
-COLUMNS = (("pixacc", "semseg_pixacc"), ("mIoU", "semseg_miou"), ("depth abs", "depth_abs"),
-           ("depth rel", "depth_rel"), ("normals mean°", "normals_mean_deg"))
 
 
 def run_name(flagfile: str, seed: int) -> str:
@@ -54,28 +53,25 @@ def train_all(flagfiles, seeds, out_dir: str, extra_flagfiles=()) -> dict:
   return results
 
 
-def _cell(values) -> str:
-  values = [v for v in values if v is not None]
-  if not values:
-    return ""
-  return f"{np.mean(values):.4g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}"
-
-
-def table(flagfiles, seeds, results: dict, constant: dict) -> str:
-  """Markdown: one row per (config, role), mean ± sample std over the seeds per column."""
-  lines = ["| run | role | " + " | ".join(title for title, _ in COLUMNS) + " |",
-           "|---|---|" + "---|" * len(COLUMNS)]
-  lines.append("| constant predictor | – | " + " | ".join(
-      f"{constant[f'{baselines.ROLE}_{key}']:.4g}" if f"{baselines.ROLE}_{key}" in constant
-      else "" for _, key in COLUMNS) + " |")
+def groups(flagfiles, seeds, results: dict, extra_flagfiles=(), out_dir: str = "") -> list:
+  """The report's groups (report/runs.py) of the sweep: one per flagfile (named after it), its
+  seeds' metrics from `results` ({(flagfile, seed): metrics})."""
+  out = []
   for flagfile in flagfiles:
-    cfg = config_lib.parse_flagfile(flagfile)
-    name = os.path.splitext(os.path.basename(flagfile))[0]
-    for role in methods.get(cfg.method.name).roles:
-      cells = [_cell([results[(flagfile, s)].get(f"{role}_{key}") for s in seeds])
-               for _, key in COLUMNS]
-      lines.append(f"| {name} | {role[0].upper()} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    cfg = config_lib.parse_flagfile(flagfile, *extra_flagfiles)
+    runs = [report_runs.Run(os.path.join(out_dir, "runs", run_name(flagfile, s)),
+                            cfg.replace(seed=s), results[(flagfile, s)]) for s in seeds]
+    out.append(report_runs.Group(os.path.splitext(os.path.basename(flagfile))[0], runs))
+  return out
+
+
+def table(flagfiles, seeds, results: dict, constant: dict, extra_flagfiles=()) -> str:
+  """Markdown: one row per (config, role), mean ± sample std over the seeds per column, our
+  primary metric definitions, Δm against the vanilla config; the constant predictor first.
+  The report's table (report/table.py), in the order of `flagfiles`."""
+  _, _, text, _ = build.summary(groups(flagfiles, seeds, results, extra_flagfiles), "primary",
+                                references=[("constant predictor", baselines.ROLE, constant)])
+  return text
 
 
 def main(argv):
@@ -89,7 +85,10 @@ def main(argv):
                                   data_dir=os.path.join(fv.out_dir, "data"))
   constant = baselines.evaluate_constant(cfg, experiment.prepare_data(cfg, experiment.EVAL_SPLIT))
   text = (f"{len(seeds)} seeds ({','.join(map(str, seeds))}), mean ± sample std\n\n"
-          + table(fv.configs, seeds, results, constant) + "\n")
+          + table(fv.configs, seeds, results, constant, fv.extra_flagfiles) + "\n\n"
+          + "The report with the paper's metric definitions: python -m sdmtcnn_tf.report "
+          + f"--runs={os.path.join(fv.out_dir, 'runs')} "
+          + f"--out={os.path.join(fv.out_dir, 'report')}\n")
   atomic.write_text(os.path.join(fv.out_dir, "sweep.md"), text, label="sweep")
   print(text)
 

@@ -27,6 +27,18 @@ def run_module(module: str, *args: str, check: bool = True, timeout: int = 600,
   return proc
 
 
+def assert_one_error_line(proc, *needles) -> str:
+  """`proc` (a finished CLI subprocess) failed with exit status 1 and exactly one `error: `
+  line on stderr, no traceback, containing every needle. Returns that line."""
+  assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1, proc.stderr[-2000:]
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+  return lines[0]
+
+
 def random_batch(cfg, n: int = 2, seed: int = 0):
   """A random (image [n, H, W, 3], {semseg, depth, normals} labels) batch for `cfg`'s size and
   classes (semseg holds some ignore labels -1, normals are unit vectors)."""

@@ -13,21 +13,11 @@ from contextlib import redirect_stdout
 import pytest
 
 from sdmtcnn_tf import config as config_lib
-from tests.conftest import REPO, SMOKE_FLAGS, run_module
+from tests.conftest import REPO, SMOKE_FLAGS, assert_one_error_line, run_module
 
 
 def _smoke(**changes):
   return config_lib.parse_flagfile(os.path.join(REPO, SMOKE_FLAGS)).replace(**changes)
-
-
-def _assert_one_error_line(proc, *needles):
-  assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
-  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-  assert len(lines) == 1, proc.stderr[-2000:]
-  for needle in needles:
-    assert needle in lines[0], lines[0]
-  return lines[0]
 
 
 # ---- values that pass the type check but not the range check ---------------------------------
@@ -52,7 +42,7 @@ def test_batch_larger_than_the_training_split_stops_before_training(smoke_data_d
   proc = run_module("sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}",
                     f"--model_dir={tmp_path / 'run'}", f"--data_dir={smoke_data_dir}",
                     "--batch_size=65", check=False)
-  _assert_one_error_line(proc, "--batch_size=65", "64 training examples")
+  assert_one_error_line(proc, "--batch_size=65", "64 training examples")
   assert not os.path.exists(tmp_path / "run" / "backup")
 
 
@@ -67,7 +57,7 @@ def test_a_diverging_loss_stops_the_run_with_one_line(smoke_data_dir, tmp_path, 
   proc = run_module("sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}",
                     f"--model_dir={tmp_path / 'run'}", f"--data_dir={smoke_data_dir}",
                     "--epochs=1", "--verbose=0", *flags, check=False)
-  line = _assert_one_error_line(proc, needle, "training stopped")
+  line = assert_one_error_line(proc, needle, "training stopped")
   assert "exceeds --max_loss" in line or "non-finite loss" in line
   assert not os.path.exists(tmp_path / "run" / "results" / "metrics.json")
 
@@ -76,7 +66,7 @@ def test_a_missing_run_is_one_error_line_in_every_cli(tmp_path):
   missing = str(tmp_path / "nowhere")
   for module in ("sdmtcnn_tf.evaluate", "sdmtcnn_tf.export"):
     proc = run_module(module, f"--model_dir={missing}", check=False)
-    _assert_one_error_line(proc, missing)
+    assert_one_error_line(proc, missing)
   proc = run_module("sdmtcnn_tf.evaluate", f"--model_dir={missing}", "--traceback", check=False)
   assert proc.returncode != 0 and "Traceback" in proc.stderr
 
@@ -97,11 +87,11 @@ def test_evaluate_and_export_accept_the_training_flagfile(smoke_run, smoke_data_
 def test_a_flag_that_disagrees_with_the_run_is_named(smoke_run, smoke_data_dir):
   proc = run_module("sdmtcnn_tf.evaluate", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={smoke_run}",
                     f"--data_dir={smoke_data_dir}", "--width_multiplier=0.5", check=False)
-  _assert_one_error_line(proc, "--width_multiplier=0.5", "config.json")
+  assert_one_error_line(proc, "--width_multiplier=0.5", "config.json")
   proc = run_module("sdmtcnn_tf.evaluate", "--flagfile=configs/synthetic_sd_mtcnn_eq5.flags",
                     "--flagfile=configs/size_tiny.flags", f"--model_dir={smoke_run}",
                     f"--data_dir={smoke_data_dir}", check=False)
-  _assert_one_error_line(proc, "--method=sd_mtcnn", "trained with vanilla")
+  assert_one_error_line(proc, "--method=sd_mtcnn", "trained with vanilla")
 
 
 # ---- the synthetic data's seed is not the training seed --------------------------------------

@@ -31,8 +31,14 @@ def test_finished_runs_are_read_not_retrained_and_tabulated(tmp_path, monkeypatc
   assert results[(CONFIGS[1], 1)]["student_semseg_miou"] == 2.0
   text = sweep.table(CONFIGS, [0, 1], results, {"constant_semseg_miou": 5.0})
   rows = text.splitlines()
-  # columns: pixacc, mIoU, depth abs, depth rel, normals mean°
-  assert rows[2] == "| constant predictor | – |  | 5 |  |  |  |"
-  assert rows[3] == "| synthetic_vanilla | T |  | 12 ± 2.8 |  |  |  |"  # std of 10, 14 (ddof 1)
-  assert rows[5] == "| synthetic_sd_mtcnn_eq6 | S |  | 2 ± 0 |  |  |  |"
+  # the report's table (report/table.py), primary definitions: run, method, eq., role, n, then
+  # pixacc, mIoU, depth abs, depth rel, normals cos, normals mean°, normals median°, Δm %
+  assert rows[0].startswith("| run | method | eq. | role | n | pixacc | mIoU |")
+  assert rows[2] == "| constant predictor | – | – | – | – |  | 5 |  |  |  |  |  |  |"
+  # std of 10, 14 (ddof 1); Δm against synthetic_vanilla's mean mIoU 12 over the seeds
+  assert rows[3] == ("| synthetic_vanilla | vanilla | – | T | 2 |  | 12 ± 2.8 |  |  |  |  |  "
+                     "| +0.00 ± 23.57 |")
+  assert rows[4].endswith("| T | 2 |  | 13 ± 2.8 |  |  |  |  |  | +8.33 ± 23.57 |")
+  assert rows[5] == ("| synthetic_sd_mtcnn_eq6 | sd_mtcnn | eq6 | S | 2 |  | 2 ± 0 |  |  |  |  "
+                     "|  | -83.33 ± 0.00 |")
   assert len(rows) == 2 + 1 + 3  # header, constant, vanilla T, sd_mtcnn T and S

@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 
 from sdmtcnn_tf import methods
+from sdmtcnn_tf.report import gain
 from sdmtcnn_tf.rundir import RunPaths
 
 DELTA_M = {"delta_m": "teacher", "student_delta_m": "student"}
@@ -127,15 +127,9 @@ def read_baseline(baseline_dir: str, cfg) -> dict:
 
 
 def delta_m(metrics: dict, baseline: dict, cfg, role: str) -> float:
-  """Δm in percent (module docstring) of `role`'s metrics against the baseline's teacher."""
-  per_task = []
-  for task in cfg.task_specs:
-    gains = []
-    for metric, higher in task.primary_metrics.items():
-      value = metrics.get(f"{role}_{task.name}_{metric}")
-      if value is None or not math.isfinite(value):
-        return float("nan")
-      base = baseline[f"{BASELINE_ROLE}_{task.name}_{metric}"]
-      gains.append((1.0 if higher else -1.0) * (value - base) / base)
-    per_task.append(sum(gains) / len(gains))
-  return 100.0 * sum(per_task) / len(per_task)
+  """Δm in percent (module docstring; the formula lives in report/gain.py) of `role`'s metrics
+  against the baseline's teacher, over every primary metric of every task."""
+  return gain.delta_m(
+      (task.name, metrics.get(f"{role}_{task.name}_{metric}"),
+       baseline[f"{BASELINE_ROLE}_{task.name}_{metric}"], higher)
+      for task in cfg.task_specs for metric, higher in task.primary_metrics.items())
