@@ -1,15 +1,31 @@
 """SavedModel export for TF Serving:
-`python -m sdmtcnn_tf.export --model_dir=... --export_dir=... [--role=teacher|student] [--version=1]
-[--overwrite] [--format=savedmodel|tflite] [--quantize=none|dynamic|int8]`.
+`python -m sdmtcnn_tf.export --model_dir=... [--serving_dir=DIR] [--role=teacher|student|all]
+[--version=1] [--overwrite]` or, for one role's base path, `--export_dir=DIR`.
 
-Writes `<export_dir>/<version>/` (a TF Serving model base path is `<export_dir>`: one per role)
-atomically, and refuses an existing version unless --overwrite. The
-`serving_default` signature takes `image`: uint8 [B, H, W, 3] RGB at the training size and
-returns float32 `semseg_logits` [B, H, W, C], int32 `semseg_labels` [B, H, W], float32 `depth`
-[B, H, W] (metres or disparity, as the training data), `normals` [B, H, W, 3] (unit vectors),
-`keypoints` [B, H, W], `edges` [B, H, W] -- for the tasks the model has. The student export
-holds only the encoder and the student heads. `--format=tflite` writes the student as a
-TensorFlow Lite file instead (sdmtcnn_tf/edge.py).
+Layout (TF Serving's model base paths): `<serving_dir>/<role>/<version>/` for each exported role
+(default `<serving_dir>` = `<model_dir>/export`) and `<serving_dir>/models.config`, a TF Serving
+model config serving every role found there side by side (`--model_config_file`). With
+`--export_dir` (one role's base path, as before) the version goes to `<export_dir>/<version>/`
+and no models.config is written. A version is written atomically and an existing one is
+refused unless --overwrite.
+
+Signatures (both return the same named outputs, `Task.serving_outputs` of each task: float32
+`semseg_logits` [B, H, W, C], int32 `semseg_labels` [B, H, W], float32 `depth` [B, H, W]
+(metres or disparity, as the training data), `normals` [B, H, W, 3] (unit vectors),
+`keypoints` [B, H, W], `edges` [B, H, W] -- for the tasks the model has):
+  serving_default: `image` uint8 [B, H, W, 3] RGB of any H and W. It is resized to the training
+    size inside the graph (bilinear, antialiased) and each task's prediction is resized back to
+    H x W by the task (`Task.resize_prediction`: bilinear, unit vectors re-normalised) before
+    its named outputs are taken, so class maps are the argmax of the resized logits. At the
+    training size nothing is resized.
+  serving_bytes: `image_bytes` string [B], encoded PNG or JPEG (also BMP/GIF; grey and RGBA
+    become RGB), decoded in the graph. All images of one request must decode to the same H x W
+    (they form one batch); otherwise the request fails with an error saying so.
+Each version holds `assets.extra/tf_serving_warmup_requests`: one PredictionLog per signature,
+which TF Serving replays on load. The student export holds only the encoder and the student
+heads.
+`--format=tflite [--quantize=none|dynamic|int8]` writes the student as a TensorFlow Lite file
+instead (sdmtcnn_tf/edge.py).
 """
 
 from __future__ import annotations
@@ -30,6 +46,11 @@ from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 
 SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+INPUTS = {SIGNATURE: "image", BYTES_SIGNATURE: "image_bytes"}  # each signature's one input
+WARMUP_FILE = ("assets.extra", "tf_serving_warmup_requests")
+MODELS_CONFIG = "models.config"
+ROLES = ("teacher", "student")
 
 
 def serving_outputs(outputs: dict, tasks) -> dict:
@@ -68,33 +89,120 @@ def check_agreement(served: dict, direct: dict, tasks, where: str) -> None:
                            f"difference {median:.2e}, {fraction:.2%} of elements within 0.05)")
 
 
+def serving_functions(role_model: keras.Model, cfg: ExperimentConfig) -> dict:
+  """{signature name: tf.function} of the export (see the module docstring); the first is
+  serving_default."""
+  tasks = cfg.task_specs
+  train_size = (cfg.data.height, cfg.data.width)
+
+  def predict(image):  # uint8 [B, H, W, 3], any H and W
+    size = tf.shape(image)[1:3]
+    same = tf.reduce_all(tf.equal(size, train_size))
+    x = tf.cast(image, tf.float32)
+    x = tf.cond(same, lambda: x,
+                lambda: tf.image.resize(x, train_size, method="bilinear", antialias=True))
+    x = tf.ensure_shape(x, [None, *train_size, 3])
+    outputs = role_model(x / 255.0, training=False)
+    named = {}
+    for task in tasks:
+      if task.name in outputs:
+        y = outputs[task.name]
+        resized = tf.cond(same, lambda y=y: y,
+                          lambda y=y, task=task: task.resize_prediction(y, size))
+        named.update(task.serving_outputs(resized))
+    return named
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")])
+  def serving_default(image):
+    # a runtime check: a restored signature (and TF Serving) feeds any shape through; this
+    # fails with "Shape of tensor image [H,W,3] is not compatible with expected shape
+    # [?,?,?,3]" instead of an error deep inside the graph
+    return predict(tf.ensure_shape(image, [None, None, None, 3]))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+  def serving_bytes(image_bytes):
+    return predict(decode_batch(image_bytes))
+
+  return {SIGNATURE: serving_default, BYTES_SIGNATURE: serving_bytes}
+
+
+def decode_batch(image_bytes):
+  """string [B] of encoded images -> uint8 [B, H, W, 3]; every image must have one size."""
+
+  def decode(data):
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, 3])
+
+  check = tf.debugging.assert_positive(tf.size(image_bytes),
+                                       message=f"{BYTES_SIGNATURE}: the request holds no image")
+  with tf.control_dependencies([check]):
+    first_size = tf.shape(decode(image_bytes[0]))
+
+  def decode_same_size(data):
+    image = decode(data)
+    same = tf.debugging.assert_equal(
+        tf.shape(image), first_size,
+        message=f"{BYTES_SIGNATURE}: all images of one request must decode to the same height "
+                "and width (they form one batch); send images of other sizes in another "
+                "request. [height, width, 3] of this image and of the first one")
+    with tf.control_dependencies([same]):
+      return tf.identity(image)
+
+  return tf.map_fn(decode_same_size, image_bytes,
+                   fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def warmup_records(cfg: ExperimentConfig, model_name: str) -> list:
+  """Serialized PredictionLogs, one per signature, of one image at the training size."""
+  from sdmtcnn_tf import serving_protos
+  protos = serving_protos.classes()
+  image = np.full((1, cfg.data.height, cfg.data.width, 3), 128, np.uint8)
+  png = tf.io.encode_png(image[0]).numpy()
+  records = []
+  for signature, inputs in ((SIGNATURE, {"image": image}),
+                            (BYTES_SIGNATURE, {"image_bytes": np.array([png], object)})):
+    log = protos.PredictionLog()
+    log.predict_log.request.CopyFrom(
+        serving_protos.predict_request(model_name, signature, inputs))
+    records.append(log.SerializeToString())
+  return records
+
+
+def write_warmup(saved_model_dir: str, records: list) -> str:
+  """Writes `records` as `<saved_model_dir>/assets.extra/tf_serving_warmup_requests`."""
+  path = os.path.join(saved_model_dir, *WARMUP_FILE)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  return path
+
+
 def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
-                overwrite: bool = False) -> str:
+                overwrite: bool = False, model_name: str = "") -> str:
   """Exports `role_model` (image float [0,1] -> {task: output}) as a SavedModel at `path`.
 
-  An existing `path` (a served version) is refused unless `overwrite`. The SavedModel is
-  written to a hidden temp folder beside it and renamed into place, so a killed or failed
-  export never leaves half a version for TF Serving to load.
+  An existing `path` (a served version) is refused unless `overwrite`. The SavedModel (with
+  its warmup requests for model `model_name`, default the base path's name) is written to a
+  hidden temp folder beside it and renamed into place, so a killed or failed export never
+  leaves half a version for TF Serving to load.
   """
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists (an exported version); pass --overwrite to "
                           "replace it, or choose another --version or --export_dir")
   archive = keras.export.ExportArchive()
   archive.track(role_model)
-  tasks = cfg.task_specs
-
-  @tf.function(input_signature=[tf.TensorSpec([None, cfg.data.height, cfg.data.width, 3], tf.uint8,
-                                              name="image")])
-  def serve(image):
-    outputs = role_model(tf.cast(image, tf.float32) / 255.0, training=False)
-    return serving_outputs(outputs, tasks)
-
-  archive.add_endpoint(SIGNATURE, serve)
-  _write_in_place_of(archive, path)
+  for name, function in serving_functions(role_model, cfg).items():
+    archive.add_endpoint(name, function)
+  model_name = model_name or os.path.basename(os.path.dirname(os.path.abspath(path)))
+  records = warmup_records(cfg, model_name)
+  _write_in_place_of(archive, path, lambda tmp: write_warmup(tmp, records))
   return path
 
 
-def _write_in_place_of(archive, path: str) -> None:
+def _write_in_place_of(archive, path: str, finish=None) -> None:
+  """Writes `archive` to a temp folder beside `path`, calls `finish(temp folder)` (extra files
+  of the version), then renames it to `path`."""
   parent, name = os.path.split(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp, old = os.path.join(parent, f".{name}.tmp"), os.path.join(parent, f".{name}.old")
@@ -102,6 +210,8 @@ def _write_in_place_of(archive, path: str) -> None:
     shutil.rmtree(leftover, ignore_errors=True)
   try:
     archive.write_out(tmp, verbose=False)
+    if finish is not None:
+      finish(tmp)
   except Exception as e:
     shutil.rmtree(tmp, ignore_errors=True)
     if atomic.is_disk_full(e):
@@ -113,18 +223,52 @@ def _write_in_place_of(archive, path: str) -> None:
   shutil.rmtree(old, ignore_errors=True)
 
 
+def models_config(serving_dir: str, mount: str = "/models") -> str:
+  """TF Serving model config text serving every role exported under `serving_dir` (each
+  `<role>/` holding a numeric version) side by side, as model `<role>`, with `serving_dir`
+  mounted at `mount` in the server's container."""
+  roles = [role for role in ROLES if os.path.isdir(os.path.join(serving_dir, role)) and any(
+      v.isdigit() for v in os.listdir(os.path.join(serving_dir, role)))]
+  entries = "".join(
+      f'  config {{\n    name: "{role}"\n    base_path: "{mount}/{role}"\n'
+      '    model_platform: "tensorflow"\n  }\n' for role in roles)
+  return ("# TF Serving model config: every role exported in this folder, side by side.\n"
+          f"# docker run -p 8500:8500 -p 8501:8501 -v <this folder>:{mount} tensorflow/serving \\\n"
+          f"#   --model_config_file={mount}/{MODELS_CONFIG}\n"
+          f"model_config_list {{\n{entries}}}\n")
+
+
 def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: int = 1,
-        overwrite: bool = False) -> str:
+        overwrite: bool = False, serving_dir: str = "") -> str | list:
+  """Exports `role` ("teacher", "student" or "all": every role the model has).
+
+  `export_dir`: one role's base path (`<export_dir>/<version>`; returns that path).
+  Otherwise `<serving_dir or model_dir/export>/<role>/<version>` per role plus the folder's
+  models.config; returns the path for one role, the list of paths for "all".
+  """
+  if export_dir and serving_dir:
+    raise ValueError("give --export_dir (one role's base path) or --serving_dir (a folder of "
+                     "<role>/<version>/ base paths), not both")
+  if export_dir and role == "all":
+    raise ValueError("--role=all needs --serving_dir (or the default <model_dir>/export): "
+                     "--export_dir is the base path of one role")
   cfg, network, _ = experiment.load_trained(model_dir)
-  role_model = network.teacher if role == "teacher" else network.student
-  if role_model is None:
-    raise ValueError(f"--role={role}: the {cfg.method.name} model has no {role}")
-  base = export_dir or experiment.RunPaths(model_dir).export(role)
+  roles = [r for r in ROLES if getattr(network, r) is not None] if role == "all" else [role]
+  for r in roles:
+    if getattr(network, r) is None:
+      raise ValueError(f"--role={r}: the {cfg.method.name} model has no {r}")
+  root = serving_dir or os.path.dirname(experiment.RunPaths(model_dir).export(roles[0]))
   # the default base path is inside the run directory: take its lock while writing there
-  lock = contextlib.nullcontext() if export_dir else rundir.locked(model_dir,
-                                                                   "sdmtcnn_tf.export")
+  lock = (contextlib.nullcontext() if export_dir or serving_dir
+          else rundir.locked(model_dir, "sdmtcnn_tf.export"))
   with lock:
-    return export_role(role_model, cfg, os.path.join(base, str(version)), overwrite)
+    if export_dir:
+      return export_role(network.teacher if role == "teacher" else network.student, cfg,
+                         os.path.join(export_dir, str(version)), overwrite)
+    paths = [export_role(getattr(network, r), cfg, os.path.join(root, r, str(version)),
+                         overwrite, model_name=r) for r in roles]
+    atomic.write_text(os.path.join(root, MODELS_CONFIG), models_config(root), "models_config")
+  return paths if role == "all" else paths[0]
 
 
 def main(argv):
@@ -138,15 +282,26 @@ def main(argv):
     return edge.main(FLAGS)
   if FLAGS.quantize != "none":
     raise ValueError(f"--quantize={FLAGS.quantize} needs --format=tflite")
-  path = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version, FLAGS.overwrite)
-  print(f"exported the {FLAGS.role} to {path}")
+  paths = run(FLAGS.model_dir, FLAGS.export_dir, FLAGS.role, FLAGS.version, FLAGS.overwrite,
+              FLAGS.serving_dir)
+  for path in paths if isinstance(paths, list) else [paths]:
+    print(f"exported the {os.path.basename(os.path.dirname(path))} to {path}"
+          if FLAGS.role == "all" else f"exported the {FLAGS.role} to {path}")
+  if not FLAGS.export_dir:
+    root = FLAGS.serving_dir or os.path.join(FLAGS.model_dir, "export")
+    print(f"TF Serving model config: {os.path.join(root, MODELS_CONFIG)}")
 
 
 if __name__ == "__main__":
   # Every training flag is accepted (the training flagfile works here), see run_overrides.
   config_lib.define_flags()
-  flags.DEFINE_string("export_dir", "", "TF Serving base path; default <model_dir>/export/<role>.")
-  flags.DEFINE_enum("role", "teacher", ["teacher", "student"], "Which network to export.")
+  flags.DEFINE_string("export_dir", "", "One role's TF Serving base path: writes "
+                      "<export_dir>/<version>/ (no models.config). Default: see --serving_dir.")
+  flags.DEFINE_string("serving_dir", "", "Folder of TF Serving base paths: writes "
+                      "<serving_dir>/<role>/<version>/ and <serving_dir>/models.config; "
+                      "default <model_dir>/export.")
+  flags.DEFINE_enum("role", "teacher", ["teacher", "student", "all"],
+                    "Which network to export; all: every one the model has.")
   flags.DEFINE_integer("version", 1, "Model version sub-directory.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing <export_dir>/<version>.")
   flags.DEFINE_enum("format", "savedmodel", ["savedmodel", "tflite"],

@@ -177,6 +177,26 @@ class Task:
     """The SavedModel signature's named outputs for a prediction [B, H, W, channels]."""
     return {self.name: prediction[..., 0] if self.channels == 1 else prediction}
 
+  def resize_prediction(self, prediction, size):
+    """A prediction [B, h, w, channels] at the training size -> [B, size[0], size[1],
+    channels] (the serving signatures answer at the input's size; `serving_outputs` is taken
+    after this, so derived outputs such as class maps follow the resized values).
+
+    Bilinear, the right interpolation for logits and continuous maps (`resize_method` is
+    for labels, whose invalid markers must stay exact); unit vectors ("l2_normalize") are
+    re-normalised afterwards. The dtype is kept."""
+    resized = tf.image.resize(prediction, size, method="bilinear")
+    if self.activation == "l2_normalize":
+      resized = tf.math.l2_normalize(resized, axis=-1, epsilon=1e-12)
+    return tf.cast(resized, prediction.dtype)
+
+  def served_map(self, outputs: dict):
+    """One image's named serving outputs (numpy, as a server returns them, without the batch
+    axis) -> the map `colourise` takes, or None when `outputs` hold none of this task's."""
+    if self.name not in outputs:
+      return None
+    return np.asarray(outputs[self.name], np.float32)
+
   def prediction_map(self, prediction: np.ndarray) -> np.ndarray:
     """One image's prediction [H, W, channels] -> the map saved in prediction files."""
     return (prediction[..., 0] if self.channels == 1 else prediction).astype(np.float32)

@@ -98,6 +98,13 @@ class SemanticSegmentation(Task):
   def prediction_map(self, prediction):
     return np.argmax(prediction, -1).astype(np.int32)
 
+  def served_map(self, outputs):
+    if "semseg_labels" in outputs:
+      return np.asarray(outputs["semseg_labels"], np.int32)
+    if "semseg_logits" in outputs:
+      return self.prediction_map(np.asarray(outputs["semseg_logits"]))
+    return None
+
   def label_map(self, label):
     return label.astype(np.int32)
 
