@@ -31,6 +31,8 @@ DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy", "custom")
 DISTRIBUTIONS = ("default", "mirrored")
 ADAPTATIONS = ("conv1x1", "bottleneck")
 OPTIMIZERS = ("adam", "sgd")
+# Keras dtype policies: off = float32; bf16 is what TPUs and CPUs with AMX run fast
+PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 HINT_REDUCTIONS = ("mean", "sum")
 HINT_SOURCES = ("default", "mirrored", "deepest")
 
@@ -176,7 +178,10 @@ class RunConfig:
   deterministic: bool = option(False, "Deterministic input pipeline and TF ops (slower).")
   distribution: str = option("default", "default (one device) | mirrored (MirroredStrategy over "
                                         "all local GPUs).", choices=DISTRIBUTIONS)
-  mixed_precision: bool = option(False, "mixed_float16 compute (GPU).")
+  mixed_precision: str = option("off", "Compute dtype policy: off (float32) | mixed_float16 "
+                                       "(GPUs; loss scaling) | mixed_bfloat16 (CPUs with AMX, "
+                                       "TPUs, Ampere+ GPUs). Variables, losses, metrics and "
+                                       "the outputs stay float32.", choices=PRECISIONS)
   jit_compile: bool = option(False, "XLA-compile the train step (GPU; not with argmax unpooling).")
   precise_bn_batches: int = option(0, "After training, re-estimate BatchNorm moving statistics "
                                       "over this many training batches (0 = off, as MTAN).")
@@ -271,6 +276,8 @@ class ExperimentConfig:
     need(data.dataset in DATASETS, "dataset", f"one of {DATASETS}", data.dataset)
     need(run.distribution in DISTRIBUTIONS, "distribution", f"one of {DISTRIBUTIONS}",
          run.distribution)
+    need(run.mixed_precision in PRECISIONS, "mixed_precision", f"one of {PRECISIONS}",
+         run.mixed_precision)
     need(model.adaptation in ADAPTATIONS, "adaptation", f"one of {ADAPTATIONS}", model.adaptation)
     need(method.hint_source in HINT_SOURCES, "hint_source", f"one of {HINT_SOURCES}",
          method.hint_source)
@@ -348,6 +355,8 @@ class ExperimentConfig:
     if unknown:
       raise ValueError(f"config has unknown field(s) {unknown}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    if isinstance(values.get("mixed_precision"), bool):  # runs written when it was a boolean
+      values["mixed_precision"] = "mixed_float16" if values["mixed_precision"] else "off"
     return cls.from_flat(**values).validate()
 
 

@@ -19,4 +19,6 @@ def make_strategy(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 
 def set_precision(cfg: ExperimentConfig) -> None:
-  keras.mixed_precision.set_global_policy("mixed_float16" if cfg.run.mixed_precision else "float32")
+  """Sets Keras' global dtype policy from --mixed_precision (off = float32)."""
+  policy = cfg.run.mixed_precision
+  keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
