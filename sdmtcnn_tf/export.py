@@ -190,8 +190,10 @@ def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists (an exported version); pass --overwrite to "
                           "replace it, or choose another --version or --export_dir")
+  # no `archive.track(role_model)`: Keras 3.15 then saves every variable twice (once as the
+  # Keras variable, once as the tf.Variable the endpoints capture); the endpoints' own capture
+  # is all a SavedModel needs (BUILD_NOTES.md, "SavedModel size")
   archive = keras.export.ExportArchive()
-  archive.track(role_model)
   for name, function in serving_functions(role_model, cfg).items():
     archive.add_endpoint(name, function)
   model_name = model_name or os.path.basename(os.path.dirname(os.path.abspath(path)))

@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sdmtcnn_tf import export, serving_client, serving_protos
+from sdmtcnn_tf import experiment, export, serving_client, serving_protos
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf import config as config_lib
 from tests.conftest import make_task, run_module
@@ -302,6 +302,14 @@ def test_export_layout_warmup_sizes_and_refusals(served):
     assert re.findall(r'name: "(\w+)"\s+base_path: "([^"]+)"', f.read()) == [
         ("teacher", "/models/teacher")]
   assert {"serving_default", "serving_bytes"} <= set(loaded.signatures)
+
+  # each weight stored once: the checkpoint holds exactly the teacher's weights (Keras 3.15's
+  # ExportArchive.track would store them twice)
+  network, _ = experiment.build_model(cfg)
+  stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(
+      os.path.join(serving_dir, "teacher", "1", "variables", "variables"))
+      if not name.startswith("_CHECKPOINTABLE"))
+  assert stored == sum(int(np.prod(w.shape)) for w in network.teacher.weights)
 
   # warmup: a TFRecord of PredictionLogs, one per signature, each answered by its signature
   protos = serving_protos.classes()
