@@ -20,7 +20,7 @@ from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf import reproduce
 from sdmtcnn_tf.report import paper_tables, runs as runs_lib
 
-# test size: two epochs of two steps on 8 images of 32x32, the narrowest network
+# test size: one epoch of two steps on 8 images of 32x32, the narrowest network
 TINY = """--height=32
 --width=32
 --synthetic_num_train=8
@@ -29,7 +29,7 @@ TINY = """--height=32
 --student_channels=16
 --batch_size=4
 --eval_batch_size=4
---epochs=2
+--epochs=1
 --lr_decay_epochs=0
 --precise_bn_batches=0
 """
