@@ -1,5 +1,6 @@
 """Training callbacks: non-finite loss guard, the per-epoch weights checkpoint, the resumable
-backup and history.csv (every file written atomically, see atomic.py)."""
+backup and history.csv (every file written atomically, see atomic.py), and the prediction
+figures of a few validation images in TensorBoard."""
 
 from __future__ import annotations
 
@@ -244,3 +245,52 @@ class LogLearningRate(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None and self._rate is not None:
       logs["learning_rate"] = self._rate
+
+
+class PredictionImages(keras.callbacks.Callback):
+  """Every `every` epochs, the prediction figure (visualize.grid: input, truth, each role's
+  prediction and error per task) of each of the first `count` images of `val_ds` as a
+  TensorBoard image summary `predictions/<i>` in `<logdir>/images`, step = epochs finished.
+  The images are taken once, at the start; TensorBoard's event files are append-only, so a
+  kill leaves the summaries written so far readable."""
+
+  def __init__(self, logdir: str, val_ds, tasks, class_names=(), every: int = 1,
+               count: int = 3):
+    super().__init__()
+    self.logdir = os.path.join(logdir, "images")
+    self.val_ds = val_ds
+    self.tasks = list(tasks)
+    self.class_names = tuple(class_names)
+    self.every = every
+    self.count = count
+    self._examples = None
+    self._writer = None
+
+  def on_train_begin(self, logs=None):
+    import tensorflow as tf
+    if self._examples is None:
+      self._examples = next(iter(self.val_ds.unbatch().take(self.count).batch(self.count)))
+    self._writer = tf.summary.create_file_writer(self.logdir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.every:
+      return
+    import numpy as np
+    import tensorflow as tf
+    from sdmtcnn_tf import visualize
+    images, labels = self._examples
+    outputs = self.model(images, training=False)
+    roles = [r for r in self.model.roles if r in outputs]
+    with self._writer.as_default():
+      for i in range(int(images.shape[0])):
+        truth = {t.name: t.label_map(labels[t.name][i].numpy()) for t in self.tasks}
+        prediction = {r: {t.name: t.prediction_map(outputs[r][t.name][i].numpy())
+                          for t in self.tasks} for r in roles}
+        pixels = np.clip(np.round(images[i].numpy() * 255.0), 0, 255).astype(np.uint8)
+        figure, _ = visualize.grid(self.tasks, pixels, truth, prediction, self.class_names)
+        tf.summary.image(f"predictions/{i}", figure[None], step=epoch + 1)
+    self._writer.flush()
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()

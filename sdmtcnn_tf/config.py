@@ -187,6 +187,10 @@ class RunConfig:
                                       "over this many training batches (0 = off, as MTAN).")
   validation_freq: int = option(1, "Validate every this many epochs during training.")
   backup_every_steps: int = option(0, "BackupAndRestore frequency in steps; 0 = every epoch.")
+  image_summary_every: int = option(0, "Every this many epochs, write prediction figures of the "
+                                       "first validation images (input, truth, each role's "
+                                       "prediction and error per task) to the TensorBoard logs "
+                                       "(logs/images); 0 = never.")
   verbose: int = option(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 
@@ -321,6 +325,8 @@ class ExperimentConfig:
       need(not repeated, flag, "each entry once", f"{','.join(map(str, values))} "
            f"(repeated: {','.join(repeated)})")
     need(run.validation_freq >= 1, "validation_freq", "at least 1", run.validation_freq)
+    need(run.image_summary_every >= 0, "image_summary_every", ">= 0 (0 = never)",
+         run.image_summary_every)
     need(optim.lr_decay_epochs >= 0, "lr_decay_epochs", ">= 0 (0 = never decay)",
          optim.lr_decay_epochs)
     need(model.width_multiplier > 0, "width_multiplier", "> 0", model.width_multiplier)

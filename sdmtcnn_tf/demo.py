@@ -1,10 +1,13 @@
-"""`make demo`: synthetic data -> train -> evaluate -> export -> results table.
+"""`make demo`: synthetic data -> train -> evaluate -> export -> results table -> report.
 
 Trains every config named by --configs (default: Baseline-1 and SD-MTCNN full) on the built-in
 synthetic dataset
 (generated on first use), exports the teacher (and student, when there is one) as SavedModels,
 reloads each export and checks it against the Keras model, and prints the validation metrics
-next to the constant predictor's.
+next to the constant predictor's. Last, `<out_dir>/report/` gets the report of the runs
+(report.md, report.csv, curves.png: `python -m sdmtcnn_tf.report`) and the prediction grids of
+the first --figures validation images by the last config (`predictions/`: `python -m
+sdmtcnn_tf.predict`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from sdmtcnn_tf import baselines, config as config_lib, evaluate, experiment, export, train
+from sdmtcnn_tf import baselines, config as config_lib, evaluate, experiment, export, predict
+from sdmtcnn_tf import train
+from sdmtcnn_tf.report import build
 
 FLAGS = flags.FLAGS
 
@@ -28,6 +33,7 @@ def define_flags() -> None:
   flags.DEFINE_list("configs", ["configs/synthetic_demo.flags",
                                "configs/synthetic_sd_mtcnn_eq5_full.flags"],
                     "Flagfiles to train, in order (Baseline-1 and SD-MTCNN full by default).")
+  flags.DEFINE_integer("figures", 4, "Prediction grids of this many validation images.")
 
 
 def main(argv):
@@ -58,6 +64,14 @@ def main(argv):
   print("\nValidation metrics (primary; T = teacher, S = student; see results/metrics.json "
         "for the *_legacy variants):")
   print(evaluate.format_table(columns))
+  report_dir = os.path.join(FLAGS.out_dir, "report")
+  run_dirs = [os.path.join(FLAGS.out_dir, "runs", os.path.splitext(os.path.basename(f))[0])
+              for f in FLAGS.configs]
+  report = build.write(run_dirs, report_dir, definitions="primary")
+  grids = predict.run(os.path.join(report_dir, "predictions"), model_dir=run_dirs[-1],
+                      data_dir=data_dir, count=FLAGS.figures)
+  print("\nreport: " + ", ".join(report.files) + f"; {len(grids)} prediction grids in "
+        f"{os.path.join(report_dir, 'predictions')}")
   print(f"\ndemo finished in {time.time() - start:.0f} s; outputs under {FLAGS.out_dir}/")
 
 

@@ -32,22 +32,34 @@ def run_name(flagfile: str, seed: int) -> str:
   return f"{os.path.splitext(os.path.basename(flagfile))[0]}_seed{seed}"
 
 
-def train_all(flagfiles, seeds, out_dir: str, extra_flagfiles=()) -> dict:
+def train_all(flagfiles, seeds, out_dir: str, extra_flagfiles=(), data_dir: str | None = None,
+              validation_freq: int | None = 10**6, overrides=None, log=None) -> dict:
   """{(config name, seed): metrics} for every pair, training the ones not finished yet (seed by
-  seed: a sweep stopped early has whole seeds of every config)."""
-  data_dir = os.path.join(out_dir, "data")
+  seed: a sweep stopped early has whole seeds of every config). A run directory without
+  results/metrics.json is trained with the same command again, so a killed run resumes from its
+  backup (train.py).
+
+  `data_dir`: the one dataset of every run (None: `<out_dir>/data`); `validation_freq`: None
+  keeps each config's (the sweep validates once, after the last epoch: its table reads the
+  final metrics only); `overrides(flagfile, seed)`: more flag values of one run (e.g.
+  reproduce's --teacher_dir)."""
+  data_dir = os.path.join(out_dir, "data") if data_dir is None else data_dir
+  log = log or (lambda message: print(message, flush=True))
   results = {}
   for seed in seeds:
     for flagfile in flagfiles:
       model_dir = os.path.join(out_dir, "runs", run_name(flagfile, seed))
       path = RunPaths(model_dir).metrics_json
       if not os.path.exists(path):
-        # validated once, after the last epoch: the table reads the final metrics only
+        extra = dict(overrides(flagfile, seed)) if overrides else {}
+        if validation_freq is not None:
+          extra["validation_freq"] = validation_freq
         cfg = config_lib.parse_flagfile(flagfile, *extra_flagfiles, model_dir=model_dir,
-                                        data_dir=data_dir, seed=seed, verbose=0,
-                                        validation_freq=10**6)
-        print(f"training {model_dir}", flush=True)
+                                        data_dir=data_dir, seed=seed, verbose=0, **extra)
+        log(f"{'resuming' if os.path.exists(model_dir) else 'training'} {model_dir}")
         train.train(cfg)
+      else:
+        log(f"finished already: {model_dir}")
       with open(path) as f:
         results[(flagfile, seed)] = json.load(f)
   return results

@@ -38,7 +38,7 @@ def dry_run(cfg: ExperimentConfig) -> dict:
   return counts
 
 
-RESUME_MAY_CHANGE = ("epochs", "verbose", "validation_freq")
+RESUME_MAY_CHANGE = ("epochs", "verbose", "validation_freq", "image_summary_every")
 
 
 def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
@@ -106,6 +106,9 @@ def _train(cfg: ExperimentConfig) -> dict:
       callbacks_lib.ResumableBackup(paths, network.model,
                                     save_freq=cfg.run.backup_every_steps or "epoch"),
       keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
+      *([callbacks_lib.PredictionImages(
+          paths.logs, val_ds, cfg.task_specs, eval_manifest.class_names,
+          cfg.run.image_summary_every)] if cfg.run.image_summary_every else []),
       progress.HeadlineProgbar(progress.headline_keys(model.roles, cfg.task_specs)),
   ]
   model.fit(train_ds, validation_data=val_ds, epochs=cfg.optim.epochs,

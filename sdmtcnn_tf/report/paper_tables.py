@@ -5,6 +5,11 @@ comment lines at their top say what each column is).
 A paper row is found by (method label, backbone, variant, role): method label `vanilla`,
 `sd_vanilla`, `traditional_kd`, `sd_mtcnn` or `sd_mtcnn_full` (sd_mtcnn with --full), backbone
 `segnet`/`unet`, variant `eq5`/`eq6` (empty for vanilla and traditional KD), role `T`/`S`.
+
+The rows <-> configs mapping lives here too (`row_name`, `table_rows`, `flagfile`): a paper row
+(method, backbone, variant) is the row name `<method>[_<variant>][_unet]` with `sd_mtcnn_full`
+written `sd_mtcnn_<variant>_full`, and its config is `configs/<dataset>_<row name>.flags` (e.g.
+`nyuv2_sd_mtcnn_eq5_full.flags`, `taskonomy_vanilla_unet.flags`); `reproduce` trains them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ TABLES = {
     "cityscapes": ("table2_nyuv2_cityscapes_2task.csv", "table 2 (CityScapes, 7 classes, 2 tasks)"),
 }
 KEY_COLUMNS = ("dataset", "method", "backbone", "variant", "role", "baseline")
+# --table=N -> the dataset whose rows it lists and the datasets it may be reproduced on
+# (synthetic: the demo-sized version of the same rows)
+TABLE_DATASETS = {1: ("taskonomy", ("taskonomy", "synthetic")),
+                  2: ("nyuv2", ("nyuv2", "cityscapes", "synthetic"))}
+# fig. 1 (validation curves, report/curves.py): the rows it compares (DECIDED, BUILD_NOTES.md:
+# the figure's own row list is not in our sources), on any dataset
+FIGURE_ROWS = {1: ("vanilla", "sd_vanilla_eq5", "sd_mtcnn_eq5", "sd_mtcnn_eq5_full")}
+CONFIG_DIR = "configs"
 
 
 def has_paper(dataset: str) -> bool:
@@ -57,3 +70,31 @@ def lookup(dataset: str, method: str, backbone: str, variant: str, role: str) ->
         method, backbone, variant, role):
       return row
   return None
+
+
+def row_name(method: str, backbone: str, variant: str) -> str:
+  """The name of a paper row (see the module docstring), e.g. `sd_mtcnn_eq5_full`."""
+  full = method == "sd_mtcnn_full"
+  name = "sd_mtcnn" if full else method
+  if variant:
+    name += f"_{variant}"
+  if full:
+    name += "_full"
+  return name + ("_unet" if backbone == "unet" else "")
+
+
+def table_rows(number: int) -> tuple:
+  """The row names of table `number` (1 or 2), in the paper's order, each once."""
+  if number not in TABLE_DATASETS:
+    raise ValueError(f"--table={number}: expected one of {', '.join(map(str, TABLE_DATASETS))}")
+  names = []
+  for row in rows(TABLE_DATASETS[number][0]):
+    name = row_name(row["method"], row["backbone"], row["variant"])
+    if name not in names:
+      names.append(name)
+  return tuple(names)
+
+
+def flagfile(dataset: str, row: str, config_dir: str = CONFIG_DIR) -> str:
+  """The config of paper row `row` on `dataset`: `<config_dir>/<dataset>_<row>.flags`."""
+  return os.path.join(config_dir, f"{dataset}_{row}.flags")

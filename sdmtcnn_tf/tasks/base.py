@@ -206,12 +206,60 @@ class Task:
     return (label[..., 0] if label.ndim == 3 and label.shape[-1] == 1 else label).astype(
         np.float32)
 
-  def colourise(self, value: np.ndarray) -> np.ndarray:
-    """A map from `prediction_map`/`label_map` -> uint8 [H, W, 3] RGB for figures: grey
-    levels between the map's 1st and 99th percentiles."""
-    lo, hi = (np.percentile(value, (1, 99)) if value.size else (0.0, 1.0))
-    grey = np.clip((value - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    return (np.repeat(grey[..., None], 3, -1) * 255).astype(np.uint8)
+  def colourise(self, value: np.ndarray, value_range: tuple | None = None) -> np.ndarray:
+    """A map from `prediction_map`/`label_map` -> uint8 [H, W, 3] RGB for figures: a heat
+    map (`heat`) over `value_range` (lo, hi), by default the map's 1st to 99th percentile
+    (`display_range`); figures pass one range to every map of a row (one colour scale)."""
+    lo, hi = value_range or self.display_range([value]) or (0.0, 1.0)
+    return heat((value - lo) / max(hi - lo, 1e-12))
+
+  # ---- figures (predict.py, the TensorBoard images) ------------------------------------------
+  def shown_values(self, value: np.ndarray) -> np.ndarray:
+    """The values of one map that its colour scale spans (flat); the valid ones."""
+    return value[np.isfinite(value)].ravel()
+
+  def display_range(self, maps) -> tuple | None:
+    """One colour scale (lo, hi) for several maps of this task (a figure's row: label and
+    predictions): the 1st and 99th percentile of their `shown_values`; None where the colours
+    need no range (class maps, unit vectors) or no value is shown."""
+    values = np.concatenate([self.shown_values(np.asarray(m, np.float32)) for m in maps] or
+                            [np.zeros(0, np.float32)])
+    if not values.size:
+      return None
+    lo, hi = np.percentile(values, (1, 99))
+    return float(lo), float(max(hi, lo + 1e-6))
+
+  def legend(self, class_names=()) -> list:
+    """[(name, (r, g, b)), ...] of the colours a figure explains in a legend (class maps);
+    empty when a colour scale says it (`display_range`)."""
+    return []
+
+  def error_map(self, prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """One image's error per pixel, float32 [H, W] (NaN where the label is not valid), from
+    `prediction_map` and `label_map`: the absolute difference (the norm of the difference for
+    several channels)."""
+    diff = np.asarray(prediction, np.float32) - np.asarray(label, np.float32)
+    error = np.abs(diff) if diff.ndim == 2 else np.linalg.norm(diff, axis=-1)
+    return np.where(self.valid_map(label), error, np.nan).astype(np.float32)
+
+  def valid_map(self, label: np.ndarray) -> np.ndarray:
+    """bool [H, W]: the valid pixels of one image's `label_map`."""
+    return np.ones(np.shape(label)[:2], bool)
+
+
+# a perceptually ordered dark-to-bright heat map (anchors close to matplotlib's inferno)
+_HEAT_ANCHORS = np.array([[0, 0, 4], [66, 10, 104], [147, 38, 103], [221, 81, 58],
+                          [252, 165, 10], [252, 255, 164]], np.float32)
+
+
+def heat(unit: np.ndarray) -> np.ndarray:
+  """Values in [0, 1] (clipped; NaN = not valid, black) -> uint8 [..., 3] heat-map colours."""
+  unit = np.asarray(unit, np.float32)
+  valid = np.isfinite(unit)
+  position = np.clip(np.where(valid, unit, 0.0), 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
+  rgb = np.stack([np.interp(position, np.arange(len(_HEAT_ANCHORS)), _HEAT_ANCHORS[:, c])
+                  for c in range(3)], -1)
+  return np.where(valid[..., None], np.round(rgb), 0).astype(np.uint8)
 
 
 class ZeroMarksInvalid(Task):
@@ -222,6 +270,10 @@ class ZeroMarksInvalid(Task):
 
   def valid_mask_np(self, label):
     return np.any(label != 0, -1)
+
+  def valid_map(self, label):
+    label = np.asarray(label)
+    return label != 0 if label.ndim == 2 else np.any(label != 0, -1)
 
 
 class RegressionTask(Task):

@@ -44,7 +44,9 @@ class Depth(ZeroMarksInvalid):
       out.append(metrics_lib.DepthLegacyMetric(role, self.name, legacy_batch_size))
     return out
 
-  def colourise(self, value):
-    valid = value > 0
-    out = super().colourise(np.where(valid, value, np.median(value[valid]) if valid.any() else 0))
-    return np.where(valid[..., None], out, np.uint8(0))
+  def shown_values(self, value):
+    return value[np.isfinite(value) & (value > 0)].ravel()
+
+  def colourise(self, value, value_range=None):
+    out = super().colourise(value, value_range)
+    return np.where((value > 0)[..., None], out, np.uint8(0))  # 0 = no depth: black

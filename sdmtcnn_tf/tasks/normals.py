@@ -58,5 +58,15 @@ class SurfaceNormals(ZeroMarksInvalid):
   def constant_fit(self):
     return MeanDirection(self)
 
-  def colourise(self, value):
-    return ((np.clip(value, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  def colourise(self, value, value_range=None):
+    return ((np.clip(value, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)  # x, y, z as R, G, B
+
+  def display_range(self, maps):
+    return None
+
+  def error_map(self, prediction, label):
+    """The angle between predicted and true normal, degrees."""
+    cos = np.sum(np.asarray(prediction, np.float32) * np.asarray(label, np.float32), -1)
+    norms = np.linalg.norm(prediction, axis=-1) * np.linalg.norm(label, axis=-1)
+    angle = np.degrees(np.arccos(np.clip(cos / np.maximum(norms, 1e-12), -1.0, 1.0)))
+    return np.where(self.valid_map(label), angle, np.nan).astype(np.float32)

@@ -108,6 +108,25 @@ class SemanticSegmentation(Task):
   def label_map(self, label):
     return label.astype(np.int32)
 
-  def colourise(self, value):
+  def colourise(self, value, value_range=None):
+    """Class ids -> PALETTE colours (fixed: a class has one colour in every figure); ignore
+    (-1) black."""
+    value = np.asarray(value).astype(np.int64)
     rgb = PALETTE[np.maximum(value, 0) % len(PALETTE)]
     return np.where((value < 0)[..., None], np.uint8(0), rgb)
+
+  def display_range(self, maps):
+    return None
+
+  def legend(self, class_names=()):
+    names = list(class_names) or [f"class {i}" for i in range(self.channels)]
+    return [(name, tuple(int(c) for c in PALETTE[i % len(PALETTE)]))
+            for i, name in enumerate(names[:self.channels])]
+
+  def valid_map(self, label):
+    return np.asarray(label) >= 0
+
+  def error_map(self, prediction, label):
+    """1 where the class is wrong, 0 where right, NaN where not labelled."""
+    wrong = (np.asarray(prediction) != np.asarray(label)).astype(np.float32)
+    return np.where(self.valid_map(label), wrong, np.nan).astype(np.float32)
