@@ -177,9 +177,18 @@ def load_trained(model_dir: str, **overrides):
 
 def dataset(cfg: ExperimentConfig, manifest: schema.Manifest, split: str, training: bool,
             batch_size: int | None = None, with_keys: bool = False):
+  """The batched dataset of `split` (batch_size: the GLOBAL batch).
+
+  --distribution=multi_worker: every worker builds the same global batches (same seed, and a
+  deterministic order, forced here) and the strategy gives each its slice of every batch
+  (tf.data's DATA auto-shard policy, set in pipeline.make_dataset). Each worker thus reads and
+  decodes every example, but a step equals a one-process step over the same global batch; a
+  FILE policy would read less but give other batches than one process.
+  """
   return pipeline.make_dataset(
       cfg.data.data_dir, manifest, split, cfg.data.tasks,
       batch_size or (cfg.optim.batch_size if training else cfg.data.eval_batch_size), training,
-      augment=cfg.data.augment, seed=cfg.run.seed, deterministic=cfg.run.deterministic,
+      augment=cfg.data.augment, seed=cfg.run.seed,
+      deterministic=cfg.run.deterministic or cfg.run.distribution == "multi_worker",
       shuffle_buffer=cfg.data.shuffle_buffer, with_keys=with_keys,
       repeat=training and cfg.optim.steps_per_epoch > 0)
