@@ -119,10 +119,14 @@ def launch(num_workers: int, train_args: list) -> None:
       print(f"worker {i}: pid {workers[-1].proc.pid}, localhost:{ports[i]}"
             f"{' (chief)' if i == 0 else ''}", flush=True)
     failed = None
-    while failed is None and any(w.proc.poll() is None for w in workers):
-      failed = next((w for w in workers if w.proc.poll() not in (None, 0)), None)
+    while failed is None:
+      done = [w for w in workers if w.proc.poll() is not None]
+      # the first to fail; at the same poll, a killed one before one that lost its peer
+      failed = min((w for w in done if w.proc.returncode != 0), default=None,
+                   key=lambda w: (w.proc.returncode >= 0, w.index))
+      if len(done) == len(workers):
+        break
       time.sleep(0.1)
-    failed = failed or next((w for w in workers if w.proc.returncode != 0), None)
     if failed is not None:
       running = [w for w in workers if w.proc.poll() is None]
       _stop(running)
