@@ -6,9 +6,9 @@ Run directory: flags.txt, config.json, checkpoints/ (model/teacher/student weigh
 
 --distribution=multi_worker (TF_CONFIG, see distribute.py; `python -m sdmtcnn_tf.launch` on one
 machine): every worker runs this same command and the same steps. Only the chief writes
---model_dir (and holds its lock); every other worker writes its copies of the same files
-(its weights reads take part in the strategy's collectives, so all workers must save alike)
-into a temporary directory that is removed when it ends. Every worker resumes from the
+--model_dir (and holds its lock); every other worker writes its copies of the same files into
+a temporary directory that is removed when it ends (TensorFlow's rule for multi-worker saving:
+every worker runs the same saves and evaluations, so any collective they involve stays in step). Every worker resumes from the
 chief's backup, so --model_dir must be one shared folder on a cluster.
 """
 
