@@ -69,7 +69,8 @@ def train(cfg: ExperimentConfig) -> dict:
   """Trains, saves weights, evaluates. Returns the final metrics dict.
 
   Holds the run directory's lock throughout: a second process on the same --model_dir stops
-  with an error naming the holder's pid.
+  with an error naming the holder's pid. --distribution=multi_worker: only the chief does; the
+  other workers write into (and lock) a temporary directory, see the module docstring.
   """
   if not cfg.run.model_dir:
     raise ValueError("--model_dir is required")
@@ -99,6 +100,7 @@ def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
   if teacher_run:  # resolved once, here; config.json records the result
     cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.method.teacher_dir))
   paths = experiment.RunPaths(write_dir)
+  resume = experiment.RunPaths(cfg.run.model_dir)  # what a rerun starts from (the chief's)
   chief = write_dir == cfg.run.model_dir
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
@@ -121,8 +123,8 @@ def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
   val_ds = experiment.dataset(cfg, eval_manifest, experiment.EVAL_SPLIT, training=False)
   os.makedirs(paths.results, exist_ok=True)
   callbacks = [
-      callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(
-                                            paths.backup_latest, paths.model_weights),
+      callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(  # the chief's files
+                                            resume.backup_latest, resume.model_weights),
                                         max_loss=cfg.optim.max_loss),
       callbacks_lib.LogLearningRate(),  # the schedule itself lives in the optimizer
       # history and checkpoint before the backup: the backup commits an epoch (a run killed
@@ -131,7 +133,7 @@ def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
       callbacks_lib.SaveNetworkWeights(network.model, paths.model_weights),
       callbacks_lib.ResumableBackup(paths, network.model,
                                     save_freq=cfg.run.backup_every_steps or "epoch",
-                                    resume_from=experiment.RunPaths(cfg.run.model_dir)),
+                                    resume_from=resume),
       keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
       progress.HeadlineProgbar(progress.headline_keys(model.roles, cfg.task_specs)),
   ]
