@@ -131,11 +131,14 @@ def launch(num_workers: int, train_args: list) -> None:
       running = [w for w in workers if w.proc.poll() is None]
       _stop(running)
       failed.pump.join(timeout=5)
-      what = f": {failed.last_error}" if failed.last_error else ""
+      # a worker's own one-line error (bad flags, data, ...) says what to fix; otherwise (killed,
+      # crashed) the same command goes on from the last backup
+      what = (f": {failed.last_error}" if failed.last_error else "")
+      after = ("" if failed.last_error else
+               "; the same command resumes from the chief's last backup")
       raise WorkerFailedError(
           f"worker {failed.index} (pid {failed.proc.pid}) {_describe_exit(failed.proc.returncode)}"
-          f"{what}; stopped the other {len(running)} running worker(s); the same command "
-          "resumes from the chief's last backup")
+          f"{what}; stopped the other {len(running)} running worker(s){after}")
   finally:
     _stop(workers)
     for w in workers:

@@ -132,6 +132,7 @@ def test_launch_stops_at_a_failing_worker_naming_it_and_its_error(tmp_path):
   line = assert_one_error_line(proc, "exited with status 1: --height: expected a positive "
                                "multiple of 32, got 50")
   assert re.match(r"error: worker [01] \(pid \d+\)", line), line
+  assert "resumes" not in line  # the worker's own error says what to fix
   for i in (0, 1):  # each worker's own output, prefixed
     assert re.search(rf"^worker {i}: pid \d+", proc.stdout, re.M)
   assert "[worker 0] error: --height" in proc.stdout or "[worker 1] error: --height" in proc.stdout
@@ -251,7 +252,8 @@ def test_killed_worker_stops_the_launch_and_a_rerun_resumes(tmp_path, data_32):
   proc.wait(timeout=120)  # the launch notices and stops the chief
   failed = types.SimpleNamespace(returncode=proc.returncode, stderr=err_path.read_text())
   assert_one_error_line(failed, f"worker 1 (pid {worker1}) was killed by SIGKILL",
-                        "stopped the other 1 running worker(s)")
+                        "stopped the other 1 running worker(s)",
+                        "the same command resumes from the chief's last backup")
   chief = int(re.search(r"^worker 0: pid (\d+)", log_path.read_text(), re.M).group(1))
   with pytest.raises(ProcessLookupError):
     os.kill(chief, 0)  # stopped (and reaped) by the launch
