@@ -159,11 +159,13 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path, 
   # float64 (tests/float64_train.py) and synchronised BatchNorm, as the MirroredStrategy test
   # (test_distillation.py::test_two_replicas_give_the_same_step_as_one) and with its bound:
   # in float32 the summation order of BatchNorm's statistics alone moves the weights ~1e-3.
-  # 2 epochs of 1 step (global batch 4, 2 per worker); the second epoch validates. Evaluation
+  # 2 epochs of 1 step (global batch 4, 2 per worker); the second epoch validates.
+  # --deterministic: the one process must read its shards in a fixed order too (multi_worker
+  # forces it); without it the two runs' batches may differ (measured: weights 0.08 apart). Evaluation
   # batches of 4 = 2 per worker = one --legacy_batch_size group, so the per-batch legacy
   # metrics group the same images too (with batches of 2 each worker would see groups of 1).
   common = dict(sync_batchnorm=True, optimizer="sgd", learning_rate=0.05, epochs=2,
-                steps_per_epoch=1, eval_batch_size=4)
+                steps_per_epoch=1, eval_batch_size=4, deterministic=True)
   single_dir, multi_dir = str(tmp_path / "single"), str(tmp_path / "multi")
   run_module("tests.float64_train", *tiny_flags(data_32, single_dir, **common))
   ports = launch.free_ports(2)
