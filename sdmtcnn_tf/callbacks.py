@@ -115,7 +115,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     super().__init__(paths.backup, save_freq=save_freq, delete_checkpoint=False)
     self._weights_path = paths.backup_latest
     self._previous_path = paths.backup_previous
-    self._checkpoint_path = paths.model_weights
     self._checkpoint_model = checkpoint_model
     read = resume_from or paths
     self._resume_paths = (read.backup_latest, read.backup_previous, read.model_weights)

@@ -138,6 +138,26 @@ def test_launch_stops_at_a_failing_worker_naming_it_and_its_error(tmp_path):
   assert "[worker 0] error: --height" in proc.stdout or "[worker 1] error: --height" in proc.stdout
 
 
+def test_workers_generate_the_synthetic_dataset_one_at_a_time(tmp_path):
+  import fcntl
+  import threading
+  from sdmtcnn_tf import experiment
+  from sdmtcnn_tf.config import ExperimentConfig
+  data_dir = tmp_path / "synthetic"
+  cfg = ExperimentConfig.from_flat(dataset="synthetic", data_dir=str(data_dir), height=32,
+                                   width=32, synthetic_num_train=2, synthetic_num_val=2,
+                                   batch_size=1).validate()
+  done = []
+  worker = threading.Thread(target=lambda: done.append(experiment.prepare_data(cfg, "train")))
+  with open(tmp_path / ".synthetic.lock", "a") as held:  # another worker is generating it
+    fcntl.flock(held, fcntl.LOCK_EX)
+    worker.start()
+    worker.join(timeout=1.0)
+    assert worker.is_alive() and not data_dir.exists()  # waits for the lock
+  worker.join(timeout=120)
+  assert done and done[0].num_examples("train") == 2
+
+
 # ---- 2 workers == 1 process ------------------------------------------------------------------
 def _weights(path: str) -> dict:
   arrays = {}
