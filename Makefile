@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 DEMO_DIR ?= demo_out
+# the training image (Dockerfile) that deploy/k8s/tfjob.yaml runs
+IMAGE ?= sdmtcnn-tf:0.1.0
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench image clean
 
 venv: $(STAMP)
 
@@ -34,6 +36,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m sdmtcnn_tf.bench $(BENCH_ARGS)
+
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

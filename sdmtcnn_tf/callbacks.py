@@ -105,14 +105,20 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
   naming each unreadable file. training_metadata.json is still written, after the weights, for
   tools that read it. List it after the callbacks that write history and checkpoints: the
   backup is the commit point of an epoch.
+
+  `resume_from` (multi-worker runs): the run directory whose files are read at the start when
+  it is not `paths` (a non-chief worker writes its backups into a temporary directory and
+  resumes, like every worker, from the chief's, so that all restart from the same state).
   """
 
-  def __init__(self, paths: RunPaths, checkpoint_model: keras.Model, save_freq="epoch"):
+  def __init__(self, paths: RunPaths, checkpoint_model: keras.Model, save_freq="epoch",
+               resume_from: RunPaths | None = None):
     super().__init__(paths.backup, save_freq=save_freq, delete_checkpoint=False)
     self._weights_path = paths.backup_latest
     self._previous_path = paths.backup_previous
-    self._checkpoint_path = paths.model_weights
     self._checkpoint_model = checkpoint_model
+    read = resume_from or paths
+    self._resume_paths = (read.backup_latest, read.backup_previous, read.model_weights)
 
   def on_train_begin(self, logs=None):
     if not self.model.built:
@@ -120,8 +126,9 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     optimizer = self.model.optimizer
     if optimizer is not None and not optimizer.built:
       optimizer.build(self.model.trainable_variables)  # its state is part of the backup
+    latest, previous, checkpoint = self._resume_paths
     unreadable = []
-    for path in (self._weights_path, self._previous_path):
+    for path in (latest, previous):
       if not os.path.exists(path):
         continue
       try:
@@ -135,34 +142,35 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                         "; ".join(unreadable))
       self.model._initial_epoch = epoch
       return
-    if not os.path.exists(self._checkpoint_path):
+    backup_dir = os.path.dirname(latest)
+    if not os.path.exists(checkpoint):
       if unreadable:
         raise RunDirectoryError(f"cannot resume: unreadable {'; '.join(unreadable)} and no "
-                                f"{self._checkpoint_path}; delete {self.backup_dir} to start over")
+                                f"{checkpoint}; delete {backup_dir} to start over")
       return  # a new run
     try:
-      epoch = atomic.read_attrs(self._checkpoint_path).get("epoch")
+      epoch = atomic.read_attrs(checkpoint).get("epoch")
       if epoch is None:
         raise ValueError("it records no epoch")
-      self._checkpoint_model.load_weights(self._checkpoint_path)
+      self._checkpoint_model.load_weights(checkpoint)
     except Exception as e:
-      unreadable.append(_describe(self._checkpoint_path, e))
+      unreadable.append(_describe(checkpoint, e))
       raise RunDirectoryError(
-          f"cannot resume: unreadable {'; '.join(unreadable)}; delete {self.backup_dir} and "
-          f"{self._checkpoint_path} to start over") from e
+          f"cannot resume: unreadable {'; '.join(unreadable)}; delete {backup_dir} and "
+          f"{checkpoint} to start over") from e
     steps = self.params.get("steps") if self.params else None
     if optimizer is not None and steps:
       optimizer.iterations.assign(int(epoch) * int(steps))  # the step-based schedule goes on
     logging.warning("resuming from %s (epoch %d, weights only: the optimizer state restarts): %s",
-                    self._checkpoint_path, int(epoch) + 1,
+                    checkpoint, int(epoch) + 1,
                     f"unreadable {'; '.join(unreadable)}" if unreadable
-                    else f"no backup in {self.backup_dir}")
+                    else f"no backup in {backup_dir}")
     self.model._initial_epoch = int(epoch)
 
   def _epoch_of(self, path: str) -> int:
     epoch = atomic.read_attrs(path).get("epoch")
-    if epoch is None and path == self._weights_path:  # written by keras' own BackupAndRestore
-      with open(self._training_metadata_path) as f:
+    if epoch is None and path == self._resume_paths[0]:  # written by keras' BackupAndRestore
+      with open(os.path.join(os.path.dirname(path), "training_metadata.json")) as f:
         epoch = json.load(f)["epoch"]
     if epoch is None:
       raise ValueError("it records no epoch")

@@ -28,7 +28,7 @@ DISTILLS = ("none", "eq5", "eq6")
 BACKBONES = ("segnet", "unet")
 DECODERS = ("per_task", "shared")
 DATASETS = ("synthetic", "nyuv2", "cityscapes", "taskonomy", "custom")
-DISTRIBUTIONS = ("default", "mirrored")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
 ADAPTATIONS = ("conv1x1", "bottleneck")
 OPTIMIZERS = ("adam", "sgd")
 # Keras dtype policies: off = float32; bf16 is what TPUs and CPUs with AMX run fast
@@ -177,7 +177,11 @@ class RunConfig:
   seed: int = option(0, "Random seed (weights, shuffling, augmentation).")
   deterministic: bool = option(False, "Deterministic input pipeline and TF ops (slower).")
   distribution: str = option("default", "default (one device) | mirrored (MirroredStrategy over "
-                                        "all local GPUs).", choices=DISTRIBUTIONS)
+                                        "all local GPUs) | multi_worker "
+                                        "(MultiWorkerMirroredStrategy over the cluster in the "
+                                        "TF_CONFIG environment variable, as Kubeflow's TFJob, "
+                                        "Vertex AI and GKE set it; python -m sdmtcnn_tf.launch "
+                                        "sets it on this machine).", choices=DISTRIBUTIONS)
   mixed_precision: str = option("off", "Compute dtype policy: off (float32) | mixed_float16 "
                                        "(GPUs; loss scaling) | mixed_bfloat16 (CPUs with AMX, "
                                        "TPUs, Ampere+ GPUs). Variables, losses, metrics and "

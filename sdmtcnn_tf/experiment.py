@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 
@@ -29,15 +31,28 @@ def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
     raise ValueError("--data_dir is required")
   if cfg.data.dataset == "synthetic":
     from sdmtcnn_tf.data import synthetic
-    synthetic.ensure_dataset(cfg.data.data_dir, cfg.data.synthetic_num_train,
-                             cfg.data.synthetic_num_val, cfg.data.height, cfg.data.width,
-                             seed=cfg.data.data_seed)
+    with _generation_lock(cfg.data.data_dir):
+      synthetic.ensure_dataset(cfg.data.data_dir, cfg.data.synthetic_num_train,
+                               cfg.data.synthetic_num_val, cfg.data.height, cfg.data.width,
+                               seed=cfg.data.data_seed)
   elif not os.path.isdir(cfg.data.data_dir):
     how = ("write the records first (data/schema.py)" if cfg.data.dataset == "custom" else
            f"convert the {cfg.data.dataset} dataset first (python -m datasets.{cfg.data.dataset})")
     raise FileNotFoundError(f"--data_dir={cfg.data.data_dir} does not exist; {how}")
   return pipeline.check_dataset(cfg.data.data_dir, split, cfg.data.tasks, cfg.data.height,
                                 cfg.data.width, cfg.data.num_classes)
+
+
+@contextlib.contextmanager
+def _generation_lock(data_dir: str):
+  """Held while the synthetic dataset is checked or generated: the workers of a multi-worker run
+  start together, and one generates it while the others wait and then reuse it. The lock file,
+  `.<name>.lock`, sits beside the data directory."""
+  parent, name = os.path.split(os.path.abspath(data_dir))
+  os.makedirs(parent, exist_ok=True)
+  with open(os.path.join(parent, f".{name}.lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    yield
 
 
 def check_against_data(cfg: ExperimentConfig, train_manifest: schema.Manifest) -> None:
@@ -177,9 +192,18 @@ def load_trained(model_dir: str, **overrides):
 
 def dataset(cfg: ExperimentConfig, manifest: schema.Manifest, split: str, training: bool,
             batch_size: int | None = None, with_keys: bool = False):
+  """The batched dataset of `split` (batch_size: the GLOBAL batch).
+
+  --distribution=multi_worker: every worker builds the same global batches (same seed, and a
+  deterministic order, forced here) and the strategy gives each its slice of every batch
+  (tf.data's DATA auto-shard policy, set in pipeline.make_dataset). Each worker thus reads and
+  decodes every example, but a step equals a one-process step over the same global batch; a
+  FILE policy would read less but give other batches than one process.
+  """
   return pipeline.make_dataset(
       cfg.data.data_dir, manifest, split, cfg.data.tasks,
       batch_size or (cfg.optim.batch_size if training else cfg.data.eval_batch_size), training,
-      augment=cfg.data.augment, seed=cfg.run.seed, deterministic=cfg.run.deterministic,
+      augment=cfg.data.augment, seed=cfg.run.seed,
+      deterministic=cfg.run.deterministic or cfg.run.distribution == "multi_worker",
       shuffle_buffer=cfg.data.shuffle_buffer, with_keys=with_keys,
       repeat=training and cfg.optim.steps_per_epoch > 0)

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from sdmtcnn_tf import methods
+from sdmtcnn_tf import distribute, methods
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import Network
 
@@ -36,7 +36,7 @@ def _num_replicas() -> int:
 
 
 @keras.saving.register_keras_serializable(package="sdmtcnn")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(distribute.MultiWorkerFit):
   """Wraps the functional training graph; `fit` / `evaluate` drive it as usual.
 
   call(image [B, H, W, 3] float32 in [0, 1]) -> the graph's nested outputs (models/build.py).
@@ -106,7 +106,7 @@ class MultiTaskModel(keras.Model):
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]  # minus frozen ones
     self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
     self._track(values, total)
-    return self._logs()
+    return self.per_replica_logs(self._logs())
 
   def _check_reached(self, grads, variables) -> None:
     """Raises (while the step is traced, i.e. at the first step) when a trainable variable
@@ -129,7 +129,7 @@ class MultiTaskModel(keras.Model):
     logs = self._logs()
     for metric in self.task_metrics:
       logs.update(metric.result())
-    return logs
+    return self.per_replica_logs(logs)
 
   def predict_step(self, data):
     image = data[0] if isinstance(data, (tuple, list)) else data

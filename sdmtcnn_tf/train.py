@@ -3,12 +3,21 @@
 Run directory: flags.txt, config.json, checkpoints/ (model/teacher/student weights), backup/
 (BackupAndRestore: a killed run started again with the same command resumes), logs/
 (TensorBoard: every loss term and metric), results/metrics.json and results/history.csv.
+
+--distribution=multi_worker (TF_CONFIG, see distribute.py; `python -m sdmtcnn_tf.launch` on one
+machine): every worker runs this same command and the same steps. Only the chief writes
+--model_dir (and holds its lock); every other worker writes its copies of the same files into
+a temporary directory that is removed when it ends (TensorFlow's rule for multi-worker saving:
+every worker runs the same saves and evaluations, so any collective they involve stays in step). Every worker resumes from the
+chief's backup, so --model_dir must be one shared folder on a cluster.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
 
@@ -60,31 +69,50 @@ def train(cfg: ExperimentConfig) -> dict:
   """Trains, saves weights, evaluates. Returns the final metrics dict.
 
   Holds the run directory's lock throughout: a second process on the same --model_dir stops
-  with an error naming the holder's pid.
+  with an error naming the holder's pid. --distribution=multi_worker: only the chief does; the
+  other workers write into (and lock) a temporary directory, see the module docstring.
   """
   if not cfg.run.model_dir:
     raise ValueError("--model_dir is required")
-  with rundir.locked(cfg.run.model_dir, "sdmtcnn_tf.train"):
-    return _train(cfg)
+  task = distribute.cluster_task() if cfg.run.distribution == "multi_worker" else None
+  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
+  strategy = distribute.make_strategy(cfg)
+  if task is None or task.is_chief:
+    with rundir.locked(cfg.run.model_dir, "sdmtcnn_tf.train"):
+      return _train(cfg, cfg.run.model_dir, strategy)
+  scratch = tempfile.mkdtemp(prefix=f"sdmtcnn_{task.task_type}{task.task_index}_")
+  print(f"{task.name} of {task.num_workers}: the chief writes {cfg.run.model_dir}; this worker "
+        f"writes its copies to {scratch} (removed at the end)", flush=True)
+  try:
+    with rundir.locked(scratch, "sdmtcnn_tf.train"):
+      return _train(cfg, scratch, strategy)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train(cfg: ExperimentConfig) -> dict:
+def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
+  """Trains `cfg`, writing every file into `write_dir` (--model_dir, except on a non-chief
+  worker) and resuming from --model_dir."""
   teacher_run = methods.get(cfg.method.name).teacher_run
   if teacher_run and not cfg.method.teacher_dir:
     raise ValueError(f"--teacher_dir is required with --method={cfg.method.name}: the run "
                      "directory of a trained vanilla teacher")
   if teacher_run:  # resolved once, here; config.json records the result
     cfg = cfg.replace(teacher_dir=os.path.abspath(cfg.method.teacher_dir))
-  paths = experiment.RunPaths(cfg.run.model_dir)
+  paths = experiment.RunPaths(write_dir)
+  resume = experiment.RunPaths(cfg.run.model_dir)  # what a rerun starts from (the chief's)
+  chief = write_dir == cfg.run.model_dir
   train_manifest = experiment.prepare_data(cfg, experiment.TRAIN_SPLIT)
   eval_manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
   experiment.check_against_data(cfg, train_manifest)
   _check_same_run(cfg, cfg.run.model_dir)
   # traditional_kd: the teacher's config is copied into the run at the first start
-  teacher_cfg = experiment.record_teacher(cfg) if teacher_run else None
-  config_lib.save(cfg, cfg.run.model_dir)
+  # (a non-chief worker reads the chief's copy, or the teacher run before the chief made it)
+  teacher_cfg = None
+  if teacher_run:
+    teacher_cfg = experiment.record_teacher(cfg) if chief else experiment.teacher_config(cfg)
+  config_lib.save(cfg, write_dir)
   distribute.set_precision(cfg)
-  strategy = distribute.make_strategy(cfg)
   with strategy.scope():
     network, model = experiment.build_model(cfg, teacher_cfg)
     experiment.compile_model(model, cfg, experiment.steps_per_epoch(cfg, train_manifest))
@@ -95,8 +123,8 @@ def _train(cfg: ExperimentConfig) -> dict:
   val_ds = experiment.dataset(cfg, eval_manifest, experiment.EVAL_SPLIT, training=False)
   os.makedirs(paths.results, exist_ok=True)
   callbacks = [
-      callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(
-                                            paths.backup_latest, paths.model_weights),
+      callbacks_lib.StopOnNonFiniteLoss(callbacks_lib.existing_files(  # the chief's files
+                                            resume.backup_latest, resume.model_weights),
                                         max_loss=cfg.optim.max_loss),
       callbacks_lib.LogLearningRate(),  # the schedule itself lives in the optimizer
       # history and checkpoint before the backup: the backup commits an epoch (a run killed
@@ -104,7 +132,8 @@ def _train(cfg: ExperimentConfig) -> dict:
       callbacks_lib.EpochHistory(paths.history_csv),
       callbacks_lib.SaveNetworkWeights(network.model, paths.model_weights),
       callbacks_lib.ResumableBackup(paths, network.model,
-                                    save_freq=cfg.run.backup_every_steps or "epoch"),
+                                    save_freq=cfg.run.backup_every_steps or "epoch",
+                                    resume_from=resume),
       keras.callbacks.TensorBoard(paths.logs, update_freq="epoch"),
       *([callbacks_lib.PredictionImages(
           paths.logs, val_ds, cfg.task_specs, eval_manifest.class_names,
