@@ -175,7 +175,10 @@ class RunConfig:
 
   model_dir: str = option("", "Run directory: checkpoints, logs, results, exports.")
   seed: int = option(0, "Random seed (weights, shuffling, augmentation).")
-  deterministic: bool = option(False, "Deterministic input pipeline and TF ops (slower).")
+  deterministic: bool = option(False, "Deterministic input pipeline: a fixed file interleave "
+                                      "order (slower). TF's kernels are not made deterministic "
+                                      "(tf.config.experimental.enable_op_determinism is not "
+                                      "called).")
   distribution: str = option("default", "default (one device) | mirrored (MirroredStrategy over "
                                         "all local GPUs) | multi_worker "
                                         "(MultiWorkerMirroredStrategy over the cluster in the "

@@ -114,7 +114,8 @@ def smoke_run(tmp_path_factory, smoke_data_dir) -> str:
   directory takes one process at a time)."""
   trained = made_once(tmp_path_factory, "smoke_run_trained", lambda model_dir: run_module(
       "sdmtcnn_tf.train", f"--flagfile={SMOKE_FLAGS}", f"--model_dir={model_dir}",
-      f"--data_dir={smoke_data_dir}", "--verbose=2"))
+      f"--data_dir={smoke_data_dir}", "--verbose=2",
+      "--image_summary_every=8"))  # 16 epochs: prediction images at epochs 8 and 16
   model_dir = str(tmp_path_factory.mktemp("smoke_run") / "run")
   shutil.copytree(trained, model_dir)
   return model_dir

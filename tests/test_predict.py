@@ -110,6 +110,18 @@ def test_image_summaries_are_off_by_default_and_checked():
 
 
 @pytest.mark.slow
+def test_training_writes_prediction_images_to_tensorboard(smoke_run):
+  import tensorflow as tf
+  steps = {}
+  for path in glob.glob(os.path.join(smoke_run, "logs", "images", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        steps.setdefault(event.step, set()).add(value.tag)
+  # the smoke run: 16 epochs, --image_summary_every=8 (conftest), 3 fixed validation examples
+  assert steps == {8: {"predictions/0", "predictions/1", "predictions/2"},
+                   16: {"predictions/0", "predictions/1", "predictions/2"}}
+
+
 def test_predict_writes_grids_of_records_images_and_exports(smoke_run, smoke_data_dir, tmp_path):
   from sdmtcnn_tf import export, predict
   from sdmtcnn_tf.data import schema
