@@ -67,3 +67,14 @@ def test_bench_refuses_unknown_sections(tmp_path):
   proc = run_module("sdmtcnn_tf.bench", "--sections=peak,warp", f"--out={tmp_path}/r.json",
                     check=False)
   assert proc.returncode == 1 and "--sections" in proc.stderr and "warp" in proc.stderr
+
+
+def test_bench_compare_torch_times_the_same_network(tmp_path):
+  pytest.importorskip("torch")  # requirements-bench.txt
+  out = str(tmp_path / "results.json")
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=flops", "--compare_torch",
+                    "--precisions=off,mixed_bfloat16", f"--out={out}")
+  _check_output(proc, out, {"torch/train_img_s/fp32", "torch/train_img_s/bf16", "torch/params"},
+                set())
+  params = [l for l in _lines(proc.stdout) if l.get("name") == "torch/params"][0]
+  assert params["equal_to_ours"] and params["value"] == 99325  # the reference at width 1/16
