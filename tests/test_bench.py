@@ -69,6 +69,7 @@ def test_bench_refuses_unknown_sections(tmp_path):
   assert proc.returncode == 1 and "--sections" in proc.stderr and "warp" in proc.stderr
 
 
+@pytest.mark.slow  # 37 s here (TF + torch imports, two tiny nets)
 def test_bench_compare_torch_times_the_same_network(tmp_path):
   pytest.importorskip("torch")  # requirements-bench.txt
   out = str(tmp_path / "results.json")
