@@ -189,7 +189,10 @@ class RunConfig:
                                        "(GPUs; loss scaling) | mixed_bfloat16 (CPUs with AMX, "
                                        "TPUs, Ampere+ GPUs). Variables, losses, metrics and "
                                        "the outputs stay float32.", choices=PRECISIONS)
-  jit_compile: bool = option(False, "XLA-compile the train step (GPU; not with argmax unpooling).")
+  jit_compile: bool = option(False, "XLA-compile the train, test and predict steps (every layer "
+                                     "compiles, SegNet's unpooling included; meant for GPUs: on "
+                                     "CPU XLA is no faster and traces slower; not with "
+                                     "--distribution=mirrored over CPU devices).")
   precise_bn_batches: int = option(0, "After training, re-estimate BatchNorm moving statistics "
                                       "over this many training batches (0 = off, as MTAN).")
   validation_freq: int = option(1, "Validate every this many epochs during training.")

@@ -8,6 +8,7 @@ import json
 import os
 
 import keras
+import tensorflow as tf
 
 from sdmtcnn_tf import atomic, methods
 from sdmtcnn_tf import config as config_lib
@@ -102,7 +103,31 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int = 0) -> keras.opt
 
 
 def compile_model(model: MultiTaskModel, cfg: ExperimentConfig, steps_per_epoch: int = 0) -> None:
+  """Compiles `model` (call inside the strategy scope). --jit_compile XLA-compiles the train,
+  test and predict steps, or raises ValueError saying what cannot be compiled (Keras itself
+  would silently go on without XLA)."""
+  if cfg.run.jit_compile:
+    check_jit(model)
   model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), jit_compile=cfg.run.jit_compile)
+  if cfg.run.jit_compile and not model.jit_compile:
+    raise ValueError("--jit_compile: Keras turned XLA off for this model (TensorFlow's op "
+                     "determinism is on, or an Apple GPU); run without --jit_compile")
+
+
+def check_jit(model: keras.Model) -> None:
+  """Raises ValueError naming what --jit_compile cannot compile: layers that declare no XLA
+  kernel (`supports_jit = False`), and MirroredStrategy over logical CPU devices (XLA cannot
+  read a variable that lives on another CPU device). Every layer of our networks compiles,
+  SegNet's switch pooling/unpooling included (models/layers.py)."""
+  strategy = tf.distribute.get_strategy()
+  if strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
+    raise ValueError("--jit_compile with --distribution=mirrored over CPU devices: XLA cannot "
+                     "read variables placed on another logical CPU device; use one of them")
+  blocked = [layer.name for layer in model._flatten_layers(include_self=False)
+             if not layer.supports_jit]
+  if blocked:
+    raise ValueError(f"--jit_compile: {len(blocked)} layer(s) have no XLA kernel: "
+                     f"{', '.join(blocked[:5])}; run without --jit_compile")
 
 
 def resolve_teacher(cfg: ExperimentConfig) -> ExperimentConfig:

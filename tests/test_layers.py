@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from sdmtcnn_tf.models import layers as L
@@ -73,7 +74,66 @@ def test_layers_round_trip_get_config_and_outputs():
   assert bn["momentum"] == 0.9 and bn["epsilon"] == 1e-5 and bn["name"] == "bn_x"
 
 
-def test_pooling_layers_turn_off_jit():
+def test_pooling_layers_allow_jit():
+  # issue 11: the switch pooling compiles under XLA, so Keras may jit a SegNet
   for layer in (L.MaxPoolWithArgmax(), L.MaxUnpool()):
-    assert layer.supports_jit is False
-    assert layer.__class__.from_config(layer.get_config()).supports_jit is False
+    assert layer.supports_jit is True
+    assert layer.__class__.from_config(layer.get_config()).supports_jit is True
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (3, 5, 7, 4), (1, 1, 3, 2)])
+def test_switch_unpooling_equals_argmax_scatter_unpooling_with_ties(dtype, shape):
+  """The switch pooling/unpooling the models use reproduces tf.nn.max_pool_with_argmax +
+  tf.scatter_nd (issue 11) bit for bit: values, unpooled maps and gradients, on inputs drawn
+  from 3 values (most windows hold ties; all-equal windows too), odd sizes included."""
+  rng = np.random.default_rng(sum(shape))
+  x = tf.cast(rng.integers(-1, 2, shape).astype(np.float32), dtype)
+  x = tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0]], tf.cast([-np.inf], dtype))
+  ref_pooled, argmax = L.argmax_pool(x)
+  pooled, switch = L.switch_pool(x)
+  np.testing.assert_array_equal(pooled.numpy(), ref_pooled.numpy())
+  values = tf.cast(rng.normal(size=pooled.shape).astype(np.float32), dtype)
+  ref = L.scatter_unpool(values, argmax, x)
+  got = L.MaxUnpool(dtype=dtype)(values, switch, x)
+  assert got.dtype == ref.dtype and got.shape == ref.shape
+  np.testing.assert_array_equal(got.numpy(), ref.numpy())
+  # non-trivial: each window has one non-zero at most, and ties really occur
+  assert np.sum(ref.numpy() != 0) == np.sum(values.numpy() != 0)
+  assert np.any(np.asarray(switch) == 0) and np.any(np.asarray(switch) > 0)
+  # gradients w.r.t. the pre-pool input (pooling) and the unpooled values
+  weights = tf.cast(rng.normal(size=shape).astype(np.float32), dtype)
+  grads = []
+  for pool, unpool in ((L.argmax_pool, L.scatter_unpool),
+                       (L.switch_pool, lambda v, s, like: L.MaxUnpool(dtype=dtype)(v, s, like))):
+    with tf.GradientTape() as tape:
+      tape.watch([x, values])
+      p, index = pool(x)
+      y = tf.reduce_sum(unpool(values * p, index, x) * weights)
+    grads.append([g.numpy() for g in tape.gradient(y, [x, values])])
+  for ref_grad, grad in zip(*grads):
+    np.testing.assert_array_equal(grad, ref_grad)
+
+
+def test_argmax_reference_does_not_compile_under_xla():
+  # why the models no longer use it (keeps the other XLA test meaningful)
+  compiled = tf.function(lambda x: L.argmax_pool(x), jit_compile=True)
+  with pytest.raises(Exception, match="MaxPoolWithArgmax"):
+    compiled.experimental_get_compiler_ir(tf.zeros((1, 4, 4, 1)))(stage="hlo")
+
+
+def test_switch_pooling_compiles_under_xla_with_the_same_result():
+  rng = np.random.default_rng(5)
+  x = tf.constant(rng.integers(0, 3, (2, 6, 10, 4)).astype(np.float32))
+  values = tf.constant(rng.normal(size=(2, 3, 5, 4)).astype(np.float32))
+
+  def pool_unpool(x, values):
+    pooled, switch = L.MaxPoolWithArgmax()(x)
+    return pooled, L.MaxUnpool()(values, switch, x)
+
+  eager = pool_unpool(x, values)
+  compiled = tf.function(pool_unpool, jit_compile=True)
+  # the HLO exists only if XLA compiled every op (the argmax kernel raised here)
+  assert "HloModule" in compiled.experimental_get_compiler_ir(x, values)(stage="hlo")
+  for a, b in zip(eager, compiled(x, values)):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

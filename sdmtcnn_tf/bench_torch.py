@@ -1,0 +1,153 @@
+"""`bench --compare_torch`: MTAN's split SegNet in PyTorch (its `model_segnet_split.py`), timed
+the way bench times ours. Needs torch (requirements-bench.txt), never a runtime dependency.
+
+The network: VGG-16-BN encoder (conv-BN-ReLU, 2x2 max-pool with indices), one shared mirrored
+decoder (MaxUnpool2d with those indices), MTAN's heads (3x3 conv C->C, then 1x1 conv) for
+semseg (log-softmax), depth and normals (unit vectors), NCHW as MTAN runs it. Its parameter
+count must equal ours (bench checks it).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sdmtcnn_tf.models import segnet
+
+TASK_CHANNELS = {"semseg": None, "depth": 1, "normals": 3}  # None: the number of classes
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+  return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True))
+
+
+class SplitSegNet(nn.Module):
+  """image [B, 3, H, W] -> {task: [B, C_task, H, W]} (semseg log-probabilities, depth, unit
+  normals). `filters`: the 5 encoder widths (64..512 scaled)."""
+
+  def __init__(self, filters, tasks: dict):
+    super().__init__()
+    self.encoder = nn.ModuleList()
+    cin = 3
+    for f, n in zip(filters, segnet.ENCODER_CONVS):
+      self.encoder.append(nn.Sequential(*[_conv(cin if i == 0 else f, f) for i in range(n)]))
+      cin = f
+    out = segnet.decoder_channels(filters)
+    self.decoder = nn.ModuleList()
+    for level in reversed(segnet.LEVELS):  # decoder stage 5 first
+      convs = [_conv(cin, out[level])]
+      convs += [_conv(out[level], out[level])
+                for _ in range(segnet.DECODER_EXTRA_CONVS[level - 1])]
+      self.decoder.append(nn.Sequential(*convs))
+      cin = out[level]
+    self.heads = nn.ModuleDict({name: nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1),
+                                                    nn.Conv2d(cin, channels, 1))
+                                for name, channels in tasks.items()})
+
+  def forward(self, x):
+    indices, sizes = [], []
+    for stage in self.encoder:
+      x = stage(x)
+      sizes.append(x.shape[-2:])
+      x, index = F.max_pool2d(x, 2, 2, return_indices=True)
+      indices.append(index)
+    for stage in self.decoder:
+      x = F.max_unpool2d(x, indices.pop(), 2, 2, output_size=sizes.pop())
+      x = stage(x)
+    outputs = {name: head(x) for name, head in self.heads.items()}
+    if "semseg" in outputs:
+      outputs["semseg"] = F.log_softmax(outputs["semseg"], dim=1)
+    if "normals" in outputs:
+      outputs["normals"] = outputs["normals"] / outputs["normals"].norm(p=2, dim=1, keepdim=True)
+    return outputs
+
+
+def build(cfg) -> SplitSegNet:
+  """The network of bench.reference_config(cfg): its tasks, classes and width."""
+  torch.manual_seed(cfg.run.seed)
+  tasks = {t: TASK_CHANNELS[t] or cfg.data.num_classes for t in cfg.data.tasks}
+  return SplitSegNet(segnet.scaled_filters(cfg.model.width_multiplier), tasks)
+
+
+def count_params(cfg) -> int:
+  return sum(p.numel() for p in build(cfg).parameters())
+
+
+def _batch(cfg, batch: int):
+  rng = np.random.default_rng(0)
+  h, w = cfg.data.height, cfg.data.width
+  image = torch.from_numpy(rng.random((batch, 3, h, w), dtype=np.float32))
+  labels = {"semseg": torch.from_numpy(rng.integers(-1, cfg.data.num_classes, (batch, h, w))),
+            "depth": torch.from_numpy(rng.uniform(0.5, 10, (batch, 1, h, w)).astype(np.float32)),
+            "normals": F.normalize(torch.from_numpy(
+                rng.normal(size=(batch, 3, h, w)).astype(np.float32)), dim=1)}
+  return image, {t: labels[t] for t in cfg.data.tasks}
+
+
+def _loss(outputs: dict, labels: dict):
+  """MTAN's losses: NLL with ignore -1, L1 and 1 - cosine over the valid pixels."""
+  total = 0.0
+  for name, pred in outputs.items():
+    pred = pred.float()
+    label = labels[name]
+    if name == "semseg":
+      total = total + F.nll_loss(pred, label, ignore_index=-1)
+    elif name == "depth":
+      valid = (label != 0).float()
+      total = total + (torch.abs(pred - label) * valid).sum() / valid.sum().clamp(min=1)
+    else:
+      valid = (label.abs().sum(dim=1, keepdim=True) != 0).float()
+      total = total + 1 - (pred * label * valid).sum() / valid.sum().clamp(min=1)
+  return total
+
+
+def _step(model, optimizer, image, labels, bf16: bool):
+  optimizer.zero_grad(set_to_none=True)
+  if bf16:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+      outputs = model(image)
+  else:
+    outputs = model(image)
+  loss = _loss(outputs, labels)
+  loss.backward()
+  optimizer.step()
+  return float(loss.detach())
+
+
+def time_training(cfg, batch: int, steps: int, warmup: int, bf16: bool = False) -> dict:
+  """Median seconds per Adam training step (after `warmup`) of the reference network on one
+  random batch; fp32, or bf16 under torch.autocast("cpu"). Every core, as TF uses them.
+  Returns {"step_s", "img_s", "params", "torch", "threads"}."""
+  torch.set_num_threads(os.cpu_count())
+  model = build(cfg).train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
+  image, labels = _batch(cfg, batch)
+  times = []
+  for _ in range(max(warmup, 1) + steps):
+    start = time.perf_counter()
+    _step(model, optimizer, image, labels, bf16)
+    times.append(time.perf_counter() - start)
+  step = statistics.median(times[max(warmup, 1):])
+  return {"step_s": step, "img_s": batch / step, "torch": torch.__version__,
+          "params": sum(p.numel() for p in model.parameters()),
+          "threads": torch.get_num_threads()}
+
+
+def child_memory(cfg, batch: int) -> dict:
+  """Peak RSS (GiB) of this process after 2 fp32 training steps at `batch` (bench --child)."""
+  torch.set_num_threads(os.cpu_count())
+  model = build(cfg).train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
+  image, labels = _batch(cfg, batch)
+  for _ in range(2):
+    _step(model, optimizer, image, labels, bf16=False)
+  return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+          "batch": batch, "params": sum(p.numel() for p in model.parameters())}

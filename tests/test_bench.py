@@ -1,0 +1,81 @@
+"""`bench` runs on a tiny network and prints (and writes) the keys it promises. The timings
+themselves are not checked: the benchmark is not a test."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_module
+
+TINY = ["--height=32", "--width=64", "--width_multiplier=0.0625", "--reference_size=32,64",
+        "--steps=1", "--batch=2", "--memory_batch=2", "--data_examples=8", "--data_batches=2",
+        "--conv_shape=1,8,8,16", "--latency_runs=1", "--precisions=off"]
+
+
+def _lines(stdout: str) -> list:
+  return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _check_output(proc, out: str, names: set, targets: set) -> None:
+  lines = _lines(proc.stdout)
+  assert "machine" in lines[0] and "cores" in lines[0]["machine"]
+  printed = {l["name"]: l for l in lines if "name" in l}
+  assert names <= set(printed), sorted(names - set(printed))
+  assert all(l["value"] > 0 and l["unit"] for l in printed.values())
+  printed_targets = {l["target"]: l for l in lines if "target" in l}
+  assert set(printed_targets) == targets
+  for t in printed_targets.values():
+    assert t["status"] == ("PASS" if t["ratio"] >= 1 else "MISS")
+  assert "elapsed_s" in lines[-1]
+  with open(out) as f:
+    written = json.load(f)
+  assert [m["name"] for m in written["measurements"]] == [l["name"] for l in lines if "name" in l]
+  assert {t["target"] for t in written["targets"]} == targets
+  assert not [p for p in os.listdir(os.path.dirname(out)) if p != os.path.basename(out)]
+
+
+@pytest.mark.slow  # 60 s on the shared 2-core machine (35 s of CPU): one SegNet trace
+def test_bench_tiny_peak_reference_data(tmp_path):
+  out = str(tmp_path / "bench" / "results.json")
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=peak,reference,data,flops",
+                    f"--out={out}")
+  names = {"conv_peak/fp32", "conv_peak/bf16", "reference/train_img_s/fp32",
+           "reference/train_step_s/fp32", "reference/train_gflop_s/fp32",
+           "reference/peak_fraction/fp32", "flops/reference/params",
+           "flops/reference/forward_gflop", "data/img_s/1_threads"}
+  _check_output(proc, out, names, {"fp32_step_vs_conv_peak", "data_vs_train", "data_img_s"})
+
+
+@pytest.mark.slow
+def test_bench_tiny_train_latency_memory(tmp_path):
+  out = str(tmp_path / "results.json")
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=train,latency,memory,flops",
+                    "--configs=configs/cityscapes_sd_mtcnn_eq5_full.flags",
+                    "--latency_configs=configs/nyuv2_sd_mtcnn_eq5_full.flags", f"--out={out}")
+  label = "cityscapes_sd_mtcnn_eq5_full"
+  names = {f"train_img_s/{label}/fp32", f"flops/{label}/teacher_params",
+           f"flops/{label}/student_params", f"flops/{label}/student_forward_gflop",
+           "latency_ms/nyuv2_sd_mtcnn_eq5_full/teacher",
+           "latency_ms/nyuv2_sd_mtcnn_eq5_full/student", "memory/peak_rss_gib/tf"}
+  _check_output(proc, out, names, {"student_latency/nyuv2_sd_mtcnn_eq5_full"})
+
+
+def test_bench_refuses_unknown_sections(tmp_path):
+  proc = run_module("sdmtcnn_tf.bench", "--sections=peak,warp", f"--out={tmp_path}/r.json",
+                    check=False)
+  assert proc.returncode == 1 and "--sections" in proc.stderr and "warp" in proc.stderr
+
+
+@pytest.mark.slow  # 37 s here (TF + torch imports, two tiny nets)
+def test_bench_compare_torch_times_the_same_network(tmp_path):
+  pytest.importorskip("torch")  # requirements-bench.txt
+  out = str(tmp_path / "results.json")
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=flops", "--compare_torch",
+                    "--precisions=off,mixed_bfloat16", f"--out={out}")
+  _check_output(proc, out, {"torch/train_img_s/fp32", "torch/train_img_s/bf16", "torch/params"},
+                set())
+  params = [l for l in _lines(proc.stdout) if l.get("name") == "torch/params"][0]
+  assert params["equal_to_ours"] and params["value"] == 99325  # the reference at width 1/16
