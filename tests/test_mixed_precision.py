@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from sdmtcnn_tf import distribute, experiment
 from sdmtcnn_tf.config import ExperimentConfig
+from sdmtcnn_tf.models.layers import L2Normalize
 from tests.conftest import random_batch
 
 
@@ -32,6 +33,9 @@ def test_mixed_precision_step_float32_outputs(policy, compute, scaled):
     assert all(v.dtype == tf.float32 for v in tf.nest.flatten(outputs))
     conv = network.model.get_layer("enc1_1_conv")
     assert conv.compute_dtype == compute and conv.kernel.dtype == "float32"
+    # the normals are unit-normalised in float32 (a bf16 norm is good to 3 digits only)
+    units = [l for l in network.model.layers if isinstance(l, L2Normalize)]
+    assert units and all(l.compute_dtype == "float32" for l in units)
   finally:
     keras.mixed_precision.set_global_policy("float32")
 
