@@ -79,8 +79,11 @@ def define_flags() -> None:
   flags.DEFINE_list("latency_configs", ["configs/nyuv2_sd_mtcnn_eq5_full.flags",
                                         "configs/cityscapes_sd_mtcnn_eq5_full.flags"],
                     "Flagfiles (methods with a student) whose exports are timed.")
-  flags.DEFINE_list("precisions", ["off", "mixed_bfloat16"],
-                    f"--mixed_precision values to time: {config_lib.PRECISIONS}.")
+  flags.DEFINE_list("precisions", ["auto"],
+                    f"--mixed_precision values to time: {config_lib.PRECISIONS}; auto = off, "
+                    "plus mixed_bfloat16 where the CPU has bf16 hardware (AMX or AVX512-BF16; "
+                    "elsewhere bf16 is emulated, about 10x slower than fp32, and the defaults "
+                    "would not finish in 10 minutes).")
   flags.DEFINE_integer("steps", 3, "Timed training steps per measurement (median).")
   flags.DEFINE_integer("warmup", 1, "Untimed training steps first (the first one traces).")
   flags.DEFINE_integer("batch", 0, "Training batch size of every config; 0 = each config's.")
@@ -141,6 +144,7 @@ def machine() -> dict:
                 if l.startswith("model name")), cpu)
     features = set(info.split())
   return {"cpu": cpu, "cores": os.cpu_count(), "amx": "amx_bf16" in features,
+          "avx512_bf16": "avx512_bf16" in features,
           "avx512": "avx512f" in features, "tensorflow": tf.__version__,
           "keras": keras.__version__, "load_average": os.getloadavg()[0]}
 
@@ -452,6 +456,15 @@ def section_torch(rec: Recorder) -> None:
 
 
 # ---- targets ---------------------------------------------------------------------------------
+def resolve_precisions(precisions, info: dict) -> list:
+  """`precisions` with "auto" replaced by off (+ mixed_bfloat16 on bf16 hardware)."""
+  auto = ["off"] + (["mixed_bfloat16"] if info.get("amx") or info.get("avx512_bf16") else [])
+  resolved = []
+  for p in precisions:
+    resolved += auto if p == "auto" else [p]
+  return list(dict.fromkeys(resolved))
+
+
 def check_targets(rec: Recorder) -> None:
   """Adds every target whose measurements were taken (see the module docstring)."""
   get = rec.get
@@ -508,9 +521,10 @@ def main(argv):
   unknown = sorted(set(FLAGS.sections) - set(SECTIONS))
   if unknown:
     raise ValueError(f"--sections: unknown {unknown}; expected some of {SECTIONS}")
-  bad = sorted(set(FLAGS.precisions) - set(config_lib.PRECISIONS))
+  bad = sorted(set(FLAGS.precisions) - set(config_lib.PRECISIONS) - {"auto"})
   if bad:
-    raise ValueError(f"--precisions: unknown {bad}; expected some of {config_lib.PRECISIONS}")
+    raise ValueError(f"--precisions: unknown {bad}; expected auto or some of "
+                     f"{config_lib.PRECISIONS}")
   if FLAGS.compare_torch:
     try:
       import torch  # noqa: F401
@@ -520,6 +534,9 @@ def main(argv):
   rec = Recorder()
   info = machine()
   print(json.dumps({"machine": info}), flush=True)
+  if "auto" in FLAGS.precisions:
+    FLAGS.precisions = resolve_precisions(FLAGS.precisions, info)
+    print(json.dumps({"precisions": FLAGS.precisions}), flush=True)
   steps = [("peak", section_peak), ("reference", section_reference), ("train", section_train),
            ("data", section_data), ("latency", section_latency), ("memory", section_memory)]
   for name, section in steps:

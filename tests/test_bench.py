@@ -79,3 +79,12 @@ def test_bench_compare_torch_times_the_same_network(tmp_path):
                 set())
   params = [l for l in _lines(proc.stdout) if l.get("name") == "torch/params"][0]
   assert params["equal_to_ours"] and params["value"] == 99325  # the reference at width 1/16
+
+
+def test_auto_precisions_time_bf16_only_on_bf16_hardware():
+  from sdmtcnn_tf import bench
+  assert bench.resolve_precisions(["auto"], {"amx": True}) == ["off", "mixed_bfloat16"]
+  assert bench.resolve_precisions(["auto"], {"amx": False, "avx512_bf16": True}) == [
+      "off", "mixed_bfloat16"]
+  assert bench.resolve_precisions(["auto"], {"amx": False, "avx512_bf16": False}) == ["off"]
+  assert bench.resolve_precisions(["mixed_float16", "auto"], {}) == ["mixed_float16", "off"]
