@@ -22,7 +22,6 @@ or size: one `error:` line naming it.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 
@@ -135,15 +134,8 @@ def export_tasks(outputs: dict, num_classes: int = 0) -> list:
 
 # ---- inputs: (name, uint8 image, {task: label map} or None) ---------------------------------
 def read_images(pattern: str) -> list:
-  from sdmtcnn_tf.serving_client import read_image
-  paths = sorted(glob.glob(pattern))
-  if not paths:
-    raise ValueError(f"--images={pattern} matches no file")
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-  repeated = sorted({s for s in stems if stems.count(s) > 1})
-  if repeated:
-    raise ValueError(f"--images={pattern}: several images are named {repeated[0]!r}; their "
-                     "figures would overwrite each other in --out")
+  from sdmtcnn_tf.serving_client import image_files, read_image
+  stems, paths = image_files(pattern)
   return [(stem, read_image(path)[1], None) for stem, path in zip(stems, paths)]
 
 

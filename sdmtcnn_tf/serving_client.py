@@ -54,6 +54,21 @@ class ImageRefused(ValueError):
 
 
 # ---- images ----------------------------------------------------------------------------------
+def image_files(pattern: str) -> tuple:
+  """(stems, paths) of the files matching the glob `pattern` (--images), sorted. One-line
+  ValueError when none match, or when two share a stem (their outputs, named by stem, would
+  overwrite each other in --out)."""
+  paths = sorted(glob.glob(pattern))
+  if not paths:
+    raise ValueError(f"--images={pattern} matches no file")
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  repeated = sorted({s for s in stems if stems.count(s) > 1})
+  if repeated:
+    raise ValueError(f"--images={pattern}: several images are named {repeated[0]!r}; their "
+                     "outputs would overwrite each other in --out")
+  return stems, paths
+
+
 def read_image(path: str, formats: tuple = ()) -> tuple:
   """-> (the file's bytes, uint8 [H, W, 3] RGB). One-line ValueError for a file that is not
   a decodable image, not of one of `formats` (Pillow's names; empty: any), or whose samples
@@ -267,14 +282,7 @@ def run(server: str, model: str, images: str, out: str, signature: str = "servin
         use_grpc: bool = False, batch_size: int = 1, save_arrays: bool = False,
         timeout: float = 60.0) -> list:
   """Sends every file matching the glob `images` and writes the outputs; returns the paths."""
-  paths = sorted(glob.glob(images))
-  if not paths:
-    raise ValueError(f"--images={images} matches no file")
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-  repeated = sorted({s for s in stems if stems.count(s) > 1})
-  if repeated:
-    raise ValueError(f"--images={images}: several images are named {repeated[0]!r}; their "
-                     "outputs would overwrite each other in --out")
+  stems, paths = image_files(images)
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be at least 1")
   # an undecodable file is refused before anything is sent

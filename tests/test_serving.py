@@ -423,3 +423,15 @@ def test_client_rest_and_grpc_end_to_end(served, tmp_path):
         "sdmtcnn_tf.serving_client", f"--server={server}", "--model=nope", "--grpc",
         f"--images={folder}/a.png", f"--out={out}", check=False))
     assert "answered NOT_FOUND" in line and "Latest(nope)" in line, line
+
+
+def test_image_globs_matching_nothing_or_repeating_a_name_are_refused(tmp_path):
+  (tmp_path / "a.png").write_bytes(b"")
+  (tmp_path / "a.jpg").write_bytes(b"")
+  (tmp_path / "b.png").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"--images=.*matches no file"):
+    serving_client.image_files(str(tmp_path / "*.gif"))
+  with pytest.raises(ValueError, match="several images are named 'a'"):
+    serving_client.image_files(str(tmp_path / "*"))
+  assert serving_client.image_files(str(tmp_path / "*.png")) == (
+      ["a", "b"], [str(tmp_path / "a.png"), str(tmp_path / "b.png")])
