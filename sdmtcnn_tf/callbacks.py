@@ -288,12 +288,10 @@ class PredictionImages(keras.callbacks.Callback):
     from sdmtcnn_tf import visualize
     images, labels = self._examples
     outputs = self.model(images, training=False)
-    roles = [r for r in self.model.roles if r in outputs]
+    predictions = visualize.prediction_maps(outputs, self.model.roles, self.tasks)
     with self._writer.as_default():
-      for i in range(int(images.shape[0])):
+      for i, prediction in enumerate(predictions):
         truth = {t.name: t.label_map(labels[t.name][i].numpy()) for t in self.tasks}
-        prediction = {r: {t.name: t.prediction_map(outputs[r][t.name][i].numpy())
-                          for t in self.tasks} for r in roles}
         pixels = np.clip(np.round(images[i].numpy() * 255.0), 0, 255).astype(np.uint8)
         figure, _ = visualize.grid(self.tasks, pixels, truth, prediction, self.class_names)
         tf.summary.image(f"predictions/{i}", figure[None], step=epoch + 1)

@@ -56,9 +56,7 @@ class RunPredictor:
 
   def __call__(self, images: np.ndarray) -> list:
     outputs = self.model(images.astype(np.float32) / 255.0, training=False)
-    return [{role: {t.name: t.prediction_map(np.asarray(outputs[role][t.name][i]))
-                    for t in self.tasks} for role in self.model.roles}
-            for i in range(len(images))]
+    return visualize.prediction_maps(outputs, self.model.roles, self.tasks)
 
 
 class ExportPredictor:

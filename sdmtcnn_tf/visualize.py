@@ -75,6 +75,15 @@ def layout(tasks, height: int, width: int, roles, with_truth: bool, class_names=
   return Layout(panel_h, panel_w, tuple(columns), len(tasks), key_w)
 
 
+def prediction_maps(outputs: dict, roles, tasks) -> list:
+  """A Keras network's batch outputs {role: {task: [B, H, W, C]}} -> per image {role: {task:
+  prediction map (Task.prediction_map)}}, for the roles in `roles` that `outputs` holds."""
+  roles = [r for r in roles if r in outputs]
+  batch = len(outputs[roles[0]][tasks[0].name]) if roles else 0
+  return [{r: {t.name: t.prediction_map(np.asarray(outputs[r][t.name][i])) for t in tasks}
+           for r in roles} for i in range(batch)]
+
+
 def panels(tasks, image, truth, predictions) -> dict:
   """The panels' pixels at the image's size: {(task name, column): uint8 [H, W, 3]}, and per
   task the colour range of its maps and of its errors: {(task name, "range"|"error range"):
