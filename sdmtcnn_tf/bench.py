@@ -358,26 +358,21 @@ def section_data(rec: Recorder) -> None:
 
 
 def section_latency(rec: Recorder) -> None:
-  from sdmtcnn_tf import export
+  from sdmtcnn_tf import edge
   for path in FLAGS.latency_configs:
     cfg = _config(path)
     keras.backend.clear_session()
     network, _ = experiment.build_model(cfg)
     if network.student is None:
       raise ValueError(f"--latency_configs: {path} has no student (method {cfg.method.name})")
-    image = tf.constant(np.random.default_rng(0).integers(
-        0, 256, (1, cfg.data.height, cfg.data.width, 3), dtype=np.uint8))
+    image = np.random.default_rng(0).integers(
+        0, 256, (1, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
     out_dir = tempfile.mkdtemp(prefix="sdmtcnn_bench_export_")
     try:
       for role, model in (("teacher", network.teacher), ("student", network.student)):
-        saved = export.export_role(model, cfg, os.path.join(out_dir, role, "1"))
-        signature = tf.saved_model.load(saved).signatures[export.SIGNATURE]
-        times = []
-        for i in range(FLAGS.latency_runs + 2):
-          start = time.perf_counter()
-          tf.nest.map_structure(lambda t: t.numpy(), signature(image=image))
-          times.append(time.perf_counter() - start)
-        rec.add(f"latency_ms/{_label(path)}/{role}", 1000 * statistics.median(times[2:]), "ms",
+        ms = edge.saved_model_latency_ms(model, cfg, os.path.join(out_dir, role, "1"), image,
+                                         FLAGS.latency_runs, warmup=2)
+        rec.add(f"latency_ms/{_label(path)}/{role}", ms, "ms",
                 height=cfg.data.height, width=cfg.data.width, batch=1)
     finally:
       shutil.rmtree(out_dir, ignore_errors=True)

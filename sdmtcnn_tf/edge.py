@@ -255,6 +255,18 @@ def _median_ms(call, runs: int, warmup: int) -> float:
   return 1000 * statistics.median(times)
 
 
+def saved_model_latency_ms(model, cfg, path: str, image: np.ndarray, runs: int,
+                           warmup: int = 2) -> float:
+  """Exports `model` (a role network of `cfg`) to `path` (replaced if there) and returns the
+  median latency in ms of `runs` calls of its serving_default on uint8 `image` [B, H, W, 3],
+  outputs fetched to numpy, after `warmup` untimed calls."""
+  from sdmtcnn_tf import export
+  export.export_role(model, cfg, path, overwrite=True)
+  signature = tf.saved_model.load(path).signatures[export.SIGNATURE]
+  call = lambda: {k: v.numpy() for k, v in signature(image=tf.constant(image)).items()}
+  return _median_ms(call, runs, warmup)
+
+
 def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int = 8,
             threads: int | None = None) -> list:
   """Size (bytes) and batch-1 CPU latency (median of `runs` after `warmup` calls, ms) of the
@@ -263,7 +275,6 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
   calibrated on `calibration` random images: latency only (its outputs mean nothing).
   `threads`: TFLite interpreter threads (default: every core, as TensorFlow's own default).
   Returns [(artefact, bytes, ms)]."""
-  from sdmtcnn_tf import export
   threads = threads or os.cpu_count()
   network, _ = experiment.build_model(cfg)
   if network.student is None:
@@ -272,10 +283,9 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
   image = rng.integers(0, 256, (1, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
   rows = []
   for role, model in (("teacher", network.teacher), ("student", network.student)):
-    path = export.export_role(model, cfg, os.path.join(out_dir, role, "1"), overwrite=True)
-    signature = tf.saved_model.load(path).signatures[export.SIGNATURE]
-    call = lambda: {k: v.numpy() for k, v in signature(image=tf.constant(image)).items()}
-    rows.append((f"{role} SavedModel", _bytes(path), _median_ms(call, runs, warmup)))
+    path = os.path.join(out_dir, role, "1")
+    ms = saved_model_latency_ms(model, cfg, path, image, runs, warmup)
+    rows.append((f"{role} SavedModel", _bytes(path), ms))
   plain = index_free(network.student)
   floats = image.astype(np.float32) / 255.0
   for quantize in ("none", "int8"):
