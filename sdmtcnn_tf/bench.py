@@ -15,6 +15,8 @@ written atomically to --out. Sections (--sections, all by default):
   data      tf.data: decode + augment + batch from TFRecords, on one core (img/s)
   latency   batch-1 latency (ms) of the exported teacher and student SavedModels of each
             --latency_configs flagfile
+  profile   (only when named) the reference training step traced with tf.profiler: seconds
+            per step by op type (sdmtcnn_tf/profile_ops.py), --profile_dir keeps the trace
   memory    peak RSS (GiB) of a process that trains the reference network for 2 steps at batch
             --memory_batch (a fresh child process, so nothing else counts)
   flops     parameters and forward conv GFLOP per image of every network timed
@@ -29,9 +31,9 @@ Timings on a shared machine are noisy: compare the ratios of one run, not number
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -47,14 +49,15 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from sdmtcnn_tf import atomic, distribute, experiment
+from sdmtcnn_tf import atomic, distribute, experiment, hardware
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import count_params
 
 FLAGS = flags.FLAGS
 
-SECTIONS = ("peak", "reference", "train", "data", "latency", "memory", "flops")
+SECTIONS = ("peak", "reference", "profile", "train", "data", "latency", "memory", "flops")
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "profile")  # the profile is asked for
 PRECISION_NAMES = {"off": "fp32", "mixed_float16": "fp16", "mixed_bfloat16": "bf16"}
 REFERENCE_PARAMS = 25_055_185  # MTAN's split SegNet, 13 classes, seg + depth + normals
 # issue 11's targets (this repository's numbers at the time it was filed: 0.55 img/s fp32,
@@ -70,7 +73,11 @@ TARGET_MEMORY_VS_TORCH = 2.0
 
 
 def define_flags() -> None:
-  flags.DEFINE_list("sections", list(SECTIONS), f"Which measurements to take: {SECTIONS}.")
+  flags.DEFINE_list("sections", list(DEFAULT_SECTIONS), f"Which measurements to take: "
+                    f"{SECTIONS} (profile only when named).")
+  flags.DEFINE_string("profile_dir", "", "section profile: keep the traces here (TensorBoard's "
+                      "profile plugin opens them); empty = a temporary folder, removed.")
+  flags.DEFINE_integer("profile_top", 12, "section profile: op types listed by name.")
   flags.DEFINE_list("configs", ["configs/nyuv2_vanilla.flags",
                                 "configs/nyuv2_sd_mtcnn_eq5_full.flags",
                                 "configs/cityscapes_vanilla.flags",
@@ -136,17 +143,8 @@ class Recorder:
 
 
 def machine() -> dict:
-  cpu = platform.processor()
-  with contextlib.suppress(OSError):
-    with open("/proc/cpuinfo") as f:
-      info = f.read()
-    cpu = next((l.split(":", 1)[1].strip() for l in info.splitlines()
-                if l.startswith("model name")), cpu)
-    features = set(info.split())
-  return {"cpu": cpu, "cores": os.cpu_count(), "amx": "amx_bf16" in features,
-          "avx512_bf16": "avx512_bf16" in features,
-          "avx512": "avx512f" in features, "tensorflow": tf.__version__,
-          "keras": keras.__version__, "load_average": os.getloadavg()[0]}
+  return {**hardware.cpu_info(), "tensorflow": tf.__version__, "keras": keras.__version__,
+          "load_average": os.getloadavg()[0]}
 
 
 # ---- networks --------------------------------------------------------------------------------
@@ -189,6 +187,21 @@ def random_batch(cfg: ExperimentConfig, batch: int, seed: int = 0):
   return tf.constant(image), tf.nest.map_structure(tf.constant, labels)
 
 
+@contextlib.contextmanager
+def compiled_model(cfg: ExperimentConfig):
+  """Yields (network, compiled training model) of `cfg` under its precision policy; restores
+  float32 and clears the Keras session afterwards."""
+  keras.backend.clear_session()
+  distribute.set_precision(cfg)
+  try:
+    network, model = experiment.build_model(cfg)
+    experiment.compile_model(model, cfg)
+    yield network, model
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+
+
 def time_training(cfg: ExperimentConfig, batch: int, steps: int, warmup: int) -> dict:
   """Builds and compiles `cfg`'s model under its precision and times its training step.
 
@@ -196,11 +209,7 @@ def time_training(cfg: ExperimentConfig, batch: int, steps: int, warmup: int) ->
   the first (tracing) step, "params": training-graph parameters, "teacher_params",
   "student_params", "teacher_gflop", "student_gflop": forward conv GFLOP per image}.
   """
-  keras.backend.clear_session()
-  distribute.set_precision(cfg)
-  try:
-    network, model = experiment.build_model(cfg)
-    experiment.compile_model(model, cfg)
+  with compiled_model(cfg) as (network, model):
     image, labels = random_batch(cfg, batch)
     times = []
     for i in range(max(warmup, 1) + steps):
@@ -213,9 +222,23 @@ def time_training(cfg: ExperimentConfig, batch: int, steps: int, warmup: int) ->
             "student_params": count_params(network.student),
             "teacher_gflop": conv_flops(network.teacher) / 1e9,
             "student_gflop": conv_flops(network.student) / 1e9 if network.student else 0.0}
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
+
+
+def profile_training(cfg: ExperimentConfig, batch: int, steps: int, warmup: int,
+                     logdir: str) -> tuple:
+  """Traces `steps` training steps of `cfg` (after `warmup`, at least 1) into `logdir`.
+
+  Returns (op self seconds per step by op type, wall seconds per step)."""
+  from sdmtcnn_tf import profile_ops
+  with compiled_model(cfg) as (_, model):
+    image, labels = random_batch(cfg, batch)
+    for _ in range(max(warmup, 1)):
+      model.train_on_batch(image, labels)
+    start = time.perf_counter()
+    profile_ops.trace(lambda: model.train_on_batch(image, labels), steps, logdir)
+    wall = (time.perf_counter() - start) / steps
+  seconds = profile_ops.op_seconds(logdir)
+  return {kind: s / steps for kind, s in seconds.items()}, wall
 
 
 def conv_peak(shape, dtype, repeats: int = 10) -> float:
@@ -264,6 +287,30 @@ def section_reference(rec: Recorder) -> None:
       rec.add("flops/reference/params", result["params"], "parameters")
       rec.add("flops/reference/forward_gflop", result["teacher_gflop"], "GFLOP/image",
               height=cfg.data.height, width=cfg.data.width)
+
+
+def section_profile(rec: Recorder) -> None:
+  """The reference network's training step traced with tf.profiler, in each precision: the
+  --profile_top op types by self time per step (summed over threads), the rest as "other"."""
+  for precision in FLAGS.precisions:
+    cfg = reference_config(precision)
+    p = PRECISION_NAMES[precision]
+    logdir = (os.path.join(FLAGS.profile_dir, p) if FLAGS.profile_dir
+              else tempfile.mkdtemp(prefix="sdmtcnn_bench_profile_"))
+    try:
+      seconds, wall = profile_training(cfg, FLAGS.reference_batch, FLAGS.steps, FLAGS.warmup,
+                                       logdir)
+    finally:
+      if not FLAGS.profile_dir:
+        shutil.rmtree(logdir, ignore_errors=True)
+    total = sum(seconds.values())
+    rec.add(f"profile/{p}/wall_s", wall, "s/step", batch=FLAGS.reference_batch,
+            height=cfg.data.height, width=cfg.data.width, trace=FLAGS.profile_dir or None)
+    rec.add(f"profile/{p}/op_s/total", total, "s/step", what="op self time over all threads")
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    for kind, s in ranked[:FLAGS.profile_top]:
+      rec.add(f"profile/{p}/op_s/{kind}", s, "s/step", share=round(s / total, 4))
+    rec.add(f"profile/{p}/op_s/other", sum(s for _, s in ranked[FLAGS.profile_top:]), "s/step")
 
 
 def _label(path: str) -> str:
@@ -347,7 +394,7 @@ def section_data(rec: Recorder) -> None:
                       tasks=tuple(t for t in cfg.data.tasks if t in manifest.tasks),
                       num_classes=manifest.num_classes)
   try:
-    for threads in (1, os.cpu_count()):
+    for threads in (1, hardware.usable_cpus()):
       rec.add(f"data/img_s/{threads}_threads",
               time_pipeline(data_dir, cfg, 2, FLAGS.data_batches, threads), "img/s",
               height=cfg.data.height, width=cfg.data.width, records=FLAGS.data_dir or "random",
@@ -379,7 +426,14 @@ def section_latency(rec: Recorder) -> None:
     keras.backend.clear_session()
 
 
-def _child_command(kind: str) -> list:
+def child_command(kind: str) -> list:
+  """The command of a fresh measuring process: "memory_tf" (this module, `--child`) or
+  "memory_torch" (`bench_torch`'s own entry point, so no TensorFlow is loaded in it)."""
+  if kind == "memory_torch":
+    from sdmtcnn_tf import bench_torch
+    spec = dataclasses.asdict(bench_torch.Reference.of(reference_config()))
+    return [sys.executable, "-m", "sdmtcnn_tf.bench_torch", json.dumps(spec),
+            str(FLAGS.memory_batch)]
   passed = [f"--{name}={','.join(map(str, value)) if isinstance(value, list) else value}"
             for name in ("reference_size", "memory_batch", "width_multiplier")
             for value in (FLAGS[name].value,)]
@@ -387,11 +441,11 @@ def _child_command(kind: str) -> list:
 
 
 def run_child(kind: str) -> dict:
-  """Runs a measurement in a fresh process (`--child=kind`); returns its JSON result."""
-  proc = subprocess.run(_child_command(kind), capture_output=True, text=True,
+  """Runs a measurement in a fresh process (`child_command`); returns its JSON result."""
+  proc = subprocess.run(child_command(kind), capture_output=True, text=True,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   if proc.returncode != 0:
-    raise RuntimeError(f"bench --child={kind} failed ({proc.returncode}):\n"
+    raise RuntimeError(f"bench child {kind} failed ({proc.returncode}):\n"
                        f"{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -422,23 +476,24 @@ def section_memory(rec: Recorder) -> None:
   if FLAGS.compare_torch:
     result = run_child("memory_torch")
     rec.add("memory/peak_rss_gib/torch", result["peak_rss_gib"], "GiB", batch=result["batch"],
-            height=height, width=width)
+            height=height, width=width, tensorflow_loaded=result["tensorflow_loaded"])
 
 
 def section_torch(rec: Recorder) -> None:
   from sdmtcnn_tf import bench_torch
   height, width = map(int, FLAGS.reference_size)
   cfg = reference_config()
+  ref = bench_torch.Reference.of(cfg)
   for precision in FLAGS.precisions:
     if precision == "mixed_float16":
       continue
-    result = bench_torch.time_training(cfg, FLAGS.reference_batch, FLAGS.steps, FLAGS.warmup,
+    result = bench_torch.time_training(ref, FLAGS.reference_batch, FLAGS.steps, FLAGS.warmup,
                                        bf16=precision == "mixed_bfloat16")
     p = PRECISION_NAMES[precision]
     rec.add(f"torch/train_img_s/{p}", result["img_s"], "img/s", step_s=result["step_s"],
             params=result["params"], torch=result["torch"], height=height, width=width,
             batch=FLAGS.reference_batch, threads=result["threads"])
-  params = bench_torch.count_params(cfg)
+  params = bench_torch.count_params(ref)
   ours = rec.get("flops/reference/params")
   if ours is None:
     from sdmtcnn_tf.models.build import build_network
@@ -504,13 +559,9 @@ def check_targets(rec: Recorder) -> None:
 def main(argv):
   cli.check_no_arguments(argv)
   if FLAGS.child:
-    if FLAGS.child == "memory_tf":
-      result = child_memory_tf()
-    elif FLAGS.child == "memory_torch":
-      from sdmtcnn_tf import bench_torch
-      result = bench_torch.child_memory(reference_config(), FLAGS.memory_batch)
-    else:
-      raise ValueError(f"--child={FLAGS.child}: expected memory_tf or memory_torch")
+    if FLAGS.child != "memory_tf":
+      raise ValueError(f"--child={FLAGS.child}: expected memory_tf")
+    result = child_memory_tf()
     print(json.dumps(result))
     return
   unknown = sorted(set(FLAGS.sections) - set(SECTIONS))
@@ -532,7 +583,8 @@ def main(argv):
   if "auto" in FLAGS.precisions:
     FLAGS.precisions = resolve_precisions(FLAGS.precisions, info)
     print(json.dumps({"precisions": FLAGS.precisions}), flush=True)
-  steps = [("peak", section_peak), ("reference", section_reference), ("train", section_train),
+  steps = [("peak", section_peak), ("reference", section_reference),
+           ("profile", section_profile), ("train", section_train),
            ("data", section_data), ("latency", section_latency), ("memory", section_memory)]
   for name, section in steps:
     if name in FLAGS.sections:

@@ -5,12 +5,17 @@ The network: VGG-16-BN encoder (conv-BN-ReLU, 2x2 max-pool with indices), one sh
 decoder (MaxUnpool2d with those indices), MTAN's heads (3x3 conv C->C, then 1x1 conv) for
 semseg (log-softmax), depth and normals (unit vectors), NCHW as MTAN runs it. Its parameter
 count must equal ours (bench checks it).
+
+It imports no TensorFlow, so that its peak-memory child (`python -m sdmtcnn_tf.bench_torch
+'<Reference as JSON>' <batch>`, run by bench) counts PyTorch's memory alone.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
 import resource
+import sys
 import statistics
 import time
 
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sdmtcnn_tf import hardware
 from sdmtcnn_tf.models import segnet
 
 TASK_CHANNELS = {"semseg": None, "depth": 1, "normals": 3}  # None: the number of classes
@@ -70,26 +76,44 @@ class SplitSegNet(nn.Module):
     return outputs
 
 
-def build(cfg) -> SplitSegNet:
-  """The network of bench.reference_config(cfg): its tasks, classes and width."""
-  torch.manual_seed(cfg.run.seed)
-  tasks = {t: TASK_CHANNELS[t] or cfg.data.num_classes for t in cfg.data.tasks}
-  return SplitSegNet(segnet.scaled_filters(cfg.model.width_multiplier), tasks)
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """What the PyTorch side takes of bench's reference config (plain values: no TensorFlow)."""
+  tasks: tuple
+  num_classes: int
+  height: int
+  width: int
+  width_multiplier: float
+  seed: int
+  learning_rate: float
+
+  @classmethod
+  def of(cls, cfg) -> "Reference":
+    """From an ExperimentConfig (bench.reference_config)."""
+    return cls(tuple(cfg.data.tasks), cfg.data.num_classes, cfg.data.height, cfg.data.width,
+               cfg.model.width_multiplier, cfg.run.seed, cfg.optim.learning_rate)
 
 
-def count_params(cfg) -> int:
-  return sum(p.numel() for p in build(cfg).parameters())
+def build(ref: Reference) -> SplitSegNet:
+  """The reference network: its tasks, classes and width."""
+  torch.manual_seed(ref.seed)
+  tasks = {t: TASK_CHANNELS[t] or ref.num_classes for t in ref.tasks}
+  return SplitSegNet(segnet.scaled_filters(ref.width_multiplier), tasks)
 
 
-def _batch(cfg, batch: int):
+def count_params(ref: Reference) -> int:
+  return sum(p.numel() for p in build(ref).parameters())
+
+
+def _batch(ref: Reference, batch: int):
   rng = np.random.default_rng(0)
-  h, w = cfg.data.height, cfg.data.width
+  h, w = ref.height, ref.width
   image = torch.from_numpy(rng.random((batch, 3, h, w), dtype=np.float32))
-  labels = {"semseg": torch.from_numpy(rng.integers(-1, cfg.data.num_classes, (batch, h, w))),
+  labels = {"semseg": torch.from_numpy(rng.integers(-1, ref.num_classes, (batch, h, w))),
             "depth": torch.from_numpy(rng.uniform(0.5, 10, (batch, 1, h, w)).astype(np.float32)),
             "normals": F.normalize(torch.from_numpy(
                 rng.normal(size=(batch, 3, h, w)).astype(np.float32)), dim=1)}
-  return image, {t: labels[t] for t in cfg.data.tasks}
+  return image, {t: labels[t] for t in ref.tasks}
 
 
 def _loss(outputs: dict, labels: dict):
@@ -122,14 +146,15 @@ def _step(model, optimizer, image, labels, bf16: bool):
   return float(loss.detach())
 
 
-def time_training(cfg, batch: int, steps: int, warmup: int, bf16: bool = False) -> dict:
+def time_training(ref: Reference, batch: int, steps: int, warmup: int, bf16: bool = False) -> dict:
   """Median seconds per Adam training step (after `warmup`) of the reference network on one
-  random batch; fp32, or bf16 under torch.autocast("cpu"). Every core, as TF uses them.
+  random batch; fp32, or bf16 under torch.autocast("cpu"). Every usable core, as TF
+  uses them.
   Returns {"step_s", "img_s", "params", "torch", "threads"}."""
-  torch.set_num_threads(os.cpu_count())
-  model = build(cfg).train()
-  optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
-  image, labels = _batch(cfg, batch)
+  torch.set_num_threads(hardware.usable_cpus())
+  model = build(ref).train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=ref.learning_rate)
+  image, labels = _batch(ref, batch)
   times = []
   for _ in range(max(warmup, 1) + steps):
     start = time.perf_counter()
@@ -141,13 +166,20 @@ def time_training(cfg, batch: int, steps: int, warmup: int, bf16: bool = False) 
           "threads": torch.get_num_threads()}
 
 
-def child_memory(cfg, batch: int) -> dict:
+def child_memory(ref: Reference, batch: int) -> dict:
   """Peak RSS (GiB) of this process after 2 fp32 training steps at `batch` (bench --child)."""
-  torch.set_num_threads(os.cpu_count())
-  model = build(cfg).train()
-  optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.learning_rate)
-  image, labels = _batch(cfg, batch)
+  torch.set_num_threads(hardware.usable_cpus())
+  model = build(ref).train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=ref.learning_rate)
+  image, labels = _batch(ref, batch)
   for _ in range(2):
     _step(model, optimizer, image, labels, bf16=False)
   return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-          "batch": batch, "params": sum(p.numel() for p in model.parameters())}
+          "batch": batch, "params": sum(p.numel() for p in model.parameters()),
+          "tensorflow_loaded": "tensorflow" in sys.modules}
+
+
+if __name__ == "__main__":  # bench's memory child: <Reference as JSON> <batch>
+  spec = json.loads(sys.argv[1])
+  print(json.dumps(child_memory(Reference(**{**spec, "tasks": tuple(spec["tasks"])}),
+                                int(sys.argv[2]))))

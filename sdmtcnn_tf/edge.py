@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdmtcnn_tf import atomic, experiment, methods, rundir
+from sdmtcnn_tf import atomic, experiment, hardware, methods, rundir
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.models import layers as L
 
@@ -275,7 +275,7 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
   calibrated on `calibration` random images: latency only (its outputs mean nothing).
   `threads`: TFLite interpreter threads (default: every core, as TensorFlow's own default).
   Returns [(artefact, bytes, ms)]."""
-  threads = threads or os.cpu_count()
+  threads = threads or hardware.usable_cpus()
   network, _ = experiment.build_model(cfg)
   if network.student is None:
     raise ValueError(f"--method={cfg.method.name} has no student")
@@ -306,7 +306,7 @@ def bench_main(argv) -> None:
   rows = measure(cfg, FLAGS.out_dir, FLAGS.runs, calibration=FLAGS.calibration)
   print(f"{FLAGS.config}: {cfg.method.name} {cfg.model.backbone}, {cfg.data.height}x"
         f"{cfg.data.width}, width x{cfg.model.width_multiplier}, untrained weights (latency "
-        f"only), batch 1, median of {FLAGS.runs} runs, {os.cpu_count()} threads")
+        f"only), batch 1, median of {FLAGS.runs} runs, {hardware.usable_cpus()} threads")
   print("| artefact | size (MB) | latency (ms) |\n|---|---|---|")
   for name, size, ms in rows:
     print(f"| {name} | {size / 1e6:.1f} | {ms:.0f} |")

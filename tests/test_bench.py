@@ -40,13 +40,19 @@ def _check_output(proc, out: str, names: set, targets: set) -> None:
 @pytest.mark.slow  # 60 s on the shared 2-core machine (35 s of CPU): one SegNet trace
 def test_bench_tiny_peak_reference_data(tmp_path):
   out = str(tmp_path / "bench" / "results.json")
-  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=peak,reference,data,flops",
-                    f"--out={out}")
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=peak,reference,profile,data,flops",
+                    f"--profile_dir={tmp_path}/trace", f"--out={out}")
   names = {"conv_peak/fp32", "conv_peak/bf16", "reference/train_img_s/fp32",
            "reference/train_step_s/fp32", "reference/train_gflop_s/fp32",
            "reference/peak_fraction/fp32", "flops/reference/params",
-           "flops/reference/forward_gflop", "data/img_s/1_threads"}
+           "flops/reference/forward_gflop", "data/img_s/1_threads", "profile/fp32/wall_s",
+           "profile/fp32/op_s/total"}
   _check_output(proc, out, names, {"fp32_step_vs_conv_peak", "data_vs_train", "data_img_s"})
+  op_types = [l["name"].rsplit("/", 1)[1] for l in _lines(proc.stdout)
+              if l.get("name", "").startswith("profile/fp32/op_s/")]
+  # the convolutions' backward kernels are in any CPU build's trace (Eigen or oneDNN names)
+  assert any("Conv2DBackpropFilter" in t for t in op_types), op_types
+  assert os.listdir(tmp_path / "trace" / "fp32" / "plugins" / "profile")  # --profile_dir kept
 
 
 @pytest.mark.slow
@@ -73,12 +79,16 @@ def test_bench_refuses_unknown_sections(tmp_path):
 def test_bench_compare_torch_times_the_same_network(tmp_path):
   pytest.importorskip("torch")  # requirements-bench.txt
   out = str(tmp_path / "results.json")
-  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=flops", "--compare_torch",
+  proc = run_module("sdmtcnn_tf.bench", *TINY, "--sections=flops,memory", "--compare_torch",
                     "--precisions=off,mixed_bfloat16", f"--out={out}")
-  _check_output(proc, out, {"torch/train_img_s/fp32", "torch/train_img_s/bf16", "torch/params"},
-                set())
-  params = [l for l in _lines(proc.stdout) if l.get("name") == "torch/params"][0]
-  assert params["equal_to_ours"] and params["value"] == 99325  # the reference at width 1/16
+  _check_output(proc, out, {"torch/train_img_s/fp32", "torch/train_img_s/bf16", "torch/params",
+                            "memory/peak_rss_gib/tf", "memory/peak_rss_gib/torch"},
+                {"memory_vs_torch"})
+  lines = {l["name"]: l for l in _lines(proc.stdout) if "name" in l}
+  assert lines["torch/params"]["equal_to_ours"]
+  assert lines["torch/params"]["value"] == 99325  # the reference at width 1/16
+  # PyTorch's peak memory is PyTorch's alone: its child process never loads TensorFlow
+  assert lines["memory/peak_rss_gib/torch"]["tensorflow_loaded"] is False
 
 
 def test_auto_precisions_time_bf16_only_on_bf16_hardware():
@@ -88,3 +98,28 @@ def test_auto_precisions_time_bf16_only_on_bf16_hardware():
       "off", "mixed_bfloat16"]
   assert bench.resolve_precisions(["auto"], {"amx": False, "avx512_bf16": False}) == ["off"]
   assert bench.resolve_precisions(["mixed_float16", "auto"], {}) == ["mixed_float16", "off"]
+
+
+def test_op_types_of_trace_event_names():
+  from sdmtcnn_tf import profile_ops
+  assert profile_ops.op_type("model/enc1_1_conv/Conv2D:_FusedConv2D") == "_FusedConv2D"
+  assert profile_ops.op_type("Adam/AssignSubVariableOp:AssignSubVariableOp#id=3,step=1#") == (
+      "AssignSubVariableOp")
+  assert profile_ops.op_type("ExecutorState::Process") is None
+  assert profile_ops.op_type("ParallelFor") is None
+
+
+def test_self_seconds_leave_out_nested_ops():
+  from sdmtcnn_tf import profile_ops
+  ps = 10 ** 12  # picoseconds per second
+  events = [  # (start, duration, name) on one thread, out of order
+      (20 * ps, 30 * ps, "a/b:Conv2D"),                  # in Call, through an envelope
+      (0, 100 * ps, "f:PartitionedCall"),
+      (10 * ps, 60 * ps, "ExecutorState::Process"),     # envelope: not an op
+      (60 * ps, 5 * ps, "c:Relu"),                      # in the envelope, after Conv2D
+      (100 * ps, 30 * ps, "d:Conv2D"),                   # starts as Call ends
+      (200 * ps, 10 * ps, "ParallelFor"),               # an envelope alone counts nowhere
+      (202 * ps, 4 * ps, "e:Mul"),                      # an op in it, no op around it
+  ]
+  seconds = profile_ops.self_seconds(events)
+  assert dict(seconds) == {"PartitionedCall": 65.0, "Conv2D": 60.0, "Relu": 5.0, "Mul": 4.0}

@@ -43,8 +43,9 @@ def _round_trip_cases():
       (L.MaxUnpool(name="unpool_x", dtype="float64", trainable=False),
        (pooled.numpy(), argmax.numpy(), x)),
       (L.L2Normalize(name="unit_x", dtype="float64", trainable=False), (x,)),
-      # the only custom-configured layer with weights: BatchNorm with PyTorch's defaults
+      # BatchNorm with PyTorch's defaults (the fused kernel), and the Conv2D
       (L.batch_norm("bn_x"), (x.astype(np.float32),)),
+      (L.Conv2D(5, 3, padding="same", name="conv_x"), (x.astype(np.float32),)),
   ]
 
 
@@ -70,7 +71,7 @@ def test_layers_round_trip_get_config_and_outputs():
   # the non-default arguments really are in the configs
   layers = {type(layer).__name__: layer for layer, _ in _round_trip_cases()}
   assert layers["L2Normalize"].get_config()["trainable"] is False
-  bn = layers["BatchNormalization"].get_config()
+  bn = layers["FusedBatchNormalization"].get_config()
   assert bn["momentum"] == 0.9 and bn["epsilon"] == 1e-5 and bn["name"] == "bn_x"
 
 
@@ -137,3 +138,95 @@ def test_switch_pooling_compiles_under_xla_with_the_same_result():
   assert "HloModule" in compiled.experimental_get_compiler_ir(x, values)(stage="hlo")
   for a, b in zip(eager, compiled(x, values)):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _bn_pair(dtype: str, channels: int):
+  """(Keras' BatchNormalization, our FusedBatchNormalization) with the same random weights and
+  moving statistics, computing in `dtype` (float32 variables)."""
+  import keras
+  rng = np.random.default_rng(3)
+  pair = []
+  for cls in (keras.layers.BatchNormalization, L.FusedBatchNormalization):
+    layer = cls(momentum=0.9, epsilon=1e-5, dtype=keras.DTypePolicy(
+        "float32" if dtype == "float32" else f"mixed_{dtype}"))
+    layer.build((None, None, None, channels))
+    pair.append(layer)
+  for weights in zip(*(l.weights for l in pair)):
+    value = rng.uniform(0.5, 2.0, weights[0].shape).astype(np.float32)
+    for w in weights:
+      w.assign(value)
+  return pair
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_batchnorm_equals_keras_batchnorm(dtype):
+  """Training and inference outputs, moving statistics and gradients of the fused layer match
+  Keras' own. float32: both compute in float32 in a different order (bound 1e-4 relative).
+  bfloat16: both compute in float32 and round the output once to bfloat16, so they may differ
+  by one bfloat16 step (2^-7 relative, with the float32 differences on top)."""
+  keras_bn, fused_bn = _bn_pair(dtype, channels=5)
+  x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (2, 6, 8, 5)), tf.float32)
+  upstream = tf.constant(np.random.default_rng(1).normal(size=(2, 6, 8, 5)), tf.float32)
+  step = 2.0 ** -7 if dtype == "bfloat16" else 1e-4
+  results = []
+  for layer in (keras_bn, fused_bn):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x, training=True)
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    results.append((y, [v.numpy() for v in (layer.moving_mean, layer.moving_variance)], grads,
+                    layer(x, training=False)))
+  (y0, moving0, grads0, infer0), (y1, moving1, grads1, infer1) = results
+  assert y1.dtype == y0.dtype == tf.as_dtype(dtype)
+  for a, b in ((y0, y1), (infer0, infer1)):
+    a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+    np.testing.assert_array_less(np.abs(a - b), step * np.abs(a) + 1e-4)
+  for a, b in zip(moving0, moving1):  # float32 statistics of the same float32 batch
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+  for a, b in zip(grads0, grads1):
+    a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+    np.testing.assert_allclose(b, a, rtol=4 * step, atol=4 * step * np.abs(a).max())
+
+
+def test_fused_batchnorm_leaves_float64_to_keras():
+  keras_bn, fused_bn = (cls(dtype="float64") for cls in (
+      __import__("keras").layers.BatchNormalization, L.FusedBatchNormalization))
+  x = tf.constant(np.random.default_rng(1).normal(size=(2, 4, 4, 3)))
+  np.testing.assert_array_equal(fused_bn(x, training=True).numpy(),
+                                keras_bn(x, training=True).numpy())
+
+
+@pytest.mark.parametrize("dtype,kernel_size,strides", [
+    ("float32", 3, 1), ("float32", 1, 1), ("bfloat16", 3, 1), ("float32", 3, 2)])
+def test_conv2d_gradients_equal_keras_conv2d(dtype, kernel_size, strides):
+  """Our Conv2D (input gradient from a forward convolution) against Keras' Conv2D with the
+  same weights: outputs equal, input and kernel gradients equal up to summation order (float32:
+  1e-5 of the largest value; bfloat16 rounds each product and sum to 8 bits: 2^-6). Stride 2
+  is Keras' own computation (exactly equal)."""
+  import keras
+  policy = keras.DTypePolicy("float32" if dtype == "float32" else f"mixed_{dtype}")
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(2, 9, 12, 6)), tf.float32)
+  upstream = None
+  results = []
+  for cls in (keras.layers.Conv2D, L.Conv2D):
+    layer = cls(7, kernel_size, strides=strides, padding="same", dtype=policy)
+    layer.build(x.shape)
+    layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype(np.float32) if not results
+                        else results[0][3])
+    layer.bias.assign(np.arange(7, dtype=np.float32))
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      if upstream is None:
+        upstream = tf.constant(np.random.default_rng(1).normal(size=y.shape), tf.float32)
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+    dx, dkernel = tape.gradient(loss, [x, layer.kernel])
+    results.append((y, dx, dkernel, layer.kernel.numpy()))
+  bound = 2.0 ** -6 if dtype == "bfloat16" else 1e-5
+  for a, b in zip(results[0][:3], results[1][:3]):
+    a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+    if strides != 1:
+      np.testing.assert_array_equal(b, a)
+    np.testing.assert_allclose(b, a, rtol=0, atol=bound * np.abs(a).max())

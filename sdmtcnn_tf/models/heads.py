@@ -26,7 +26,7 @@ def teacher_head(feature, spec: Task, name: str):
     vectors (normals).
   """
   channels = feature.shape[-1]
-  x = layers.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
+  x = L.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
                     name=f"{name}_conv3")(feature)
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
                     bias_initializer=keras.initializers.Constant(spec.output_bias),
@@ -86,7 +86,7 @@ def adaptation(feature, out_channels: int, kind: str, name: str, sync_batchnorm:
     mid = max(1, out_channels // 4)
     x = layers.Conv2D(mid, 1, name=f"{name}_reduce")(feature)
     x = layers.ReLU(name=f"{name}_relu1")(L.batch_norm(f"{name}_bn1", sync_batchnorm)(x))
-    x = layers.Conv2D(mid, 3, padding="same", name=f"{name}_conv3")(x)
+    x = L.Conv2D(mid, 3, padding="same", name=f"{name}_conv3")(x)
     x = layers.ReLU(name=f"{name}_relu2")(L.batch_norm(f"{name}_bn2", sync_batchnorm)(x))
     x = layers.Conv2D(out_channels, 1, name=f"{name}_expand")(x)
   else:

@@ -3,11 +3,10 @@
 Stage l = 1..5 of the encoder runs at 1/2^(l-1) of the input size and ends in a 2x2 max-pool;
 `enc{l}` is the stage's pre-pool feature and `encoded` = pool(enc5) at 1/32. Decoder stage l
 unpools with the argmax of encoder stage l, so `dec{l}` has the spatial size of `enc{l}`.
+The layout constants import no TensorFlow (bench's PyTorch child builds the same network).
 """
 
 from __future__ import annotations
-
-from sdmtcnn_tf.models import layers as L
 
 BASE_FILTERS = (64, 128, 256, 512, 512)
 ENCODER_CONVS = (2, 2, 3, 3, 3)  # VGG-16: convs per encoder stage
@@ -39,6 +38,8 @@ def segnet_encoder(image, filters, sync_batchnorm: bool = False, pool: str = "ar
     pool="max").
   """
   from keras import layers
+
+  from sdmtcnn_tf.models import layers as L
   x = image
   features, argmaxes = {}, {}
   for l, (f, n) in zip(LEVELS, zip(filters, ENCODER_CONVS)):
@@ -64,6 +65,7 @@ def segnet_decoder(features, argmaxes, filters, prefix: str, sync_batchnorm: boo
     {"dec5".."dec1": [B, H/2^(l-1), W/2^(l-1), decoder_channels(filters)[l]]}; dec1 is the
     full-resolution feature the task heads read.
   """
+  from sdmtcnn_tf.models import layers as L
   out_channels = decoder_channels(filters)
   x = features["encoded"]
   decoded = {}
