@@ -10,8 +10,8 @@ numbered version folders there and ignores these files). An existing file is ref
 
 Only the student is exported: it is what the paper deploys, and SegNet's teacher decodes with
 the argmax pooling indices (`tf.nn.max_pool_with_argmax` + scatter), which have no TFLite
-builtin. The student never reads the indices, so its export (`index_free`) runs plain max
-pooling with the very same layers and weights; the clone fails if an output needed them.
+builtin. The student never reads the indices, so the network's student (models/build.index_free) runs
+plain max pooling with the very same layers and weights.
 
 The file's one signature (`serving_default`) takes `image`: float32 [1, H, W, 3] RGB in [0, 1]
 (pixel / 255, the Keras student's own input) at the training size, in all three variants: the
@@ -49,7 +49,6 @@ import tensorflow as tf
 
 from sdmtcnn_tf import atomic, experiment, hardware, methods, rundir
 from sdmtcnn_tf import config as config_lib
-from sdmtcnn_tf.models import layers as L
 
 QUANTIZE = ("none", "dynamic", "int8")
 VARIANT = {"none": "float32", "dynamic": "dynamic", "int8": "int8"}
@@ -62,26 +61,6 @@ def file_name(quantize: str) -> str:
 
 
 # ---- the graph --------------------------------------------------------------------------------
-def index_free(model: keras.Model) -> keras.Model:
-  """`model` with every MaxPoolWithArgmax replaced by a plain 2x2 max pooling of the same name;
-  every other layer is the model's own (shared, so are its weights). The pooled values are the
-  same (the indices only record where the maxima were). Raises ValueError when an output of
-  `model` reads the indices (SegNet's unpooling: the teacher), which the clone cannot compute.
-  """
-  def call(layer, *args, **kwargs):
-    if isinstance(layer, L.MaxPoolWithArgmax):
-      # only the pooled value: the node's second output (the indices) stays uncomputed
-      return keras.layers.MaxPooling2D(2, padding="same", name=layer.name)(*args, **kwargs)
-    return layer(*args, **kwargs)
-
-  try:
-    return keras.models.clone_model(model, clone_function=lambda layer: layer,
-                                    call_function=call)
-  except ValueError as e:
-    raise ValueError(f"{model.name} reads the argmax pooling indices, which TFLite has no op "
-                     f"for ({e})") from None
-
-
 def _write_saved_model(model: keras.Model, cfg, directory: str) -> None:
   """`model` as a SavedModel whose `serving_default` signature maps `image` float32
   [1, H, W, 3] to the named outputs (export.serving_outputs: the SavedModel export's names)."""
@@ -210,7 +189,7 @@ def export_tflite(model_dir: str, export_dir: str = "", quantize: str = "none",
   overrides = {"data_dir": data_dir} if data_dir else {}
   cfg, network, _ = experiment.load_trained(model_dir, **overrides)
   calibration, note = (calibration_images(cfg) if quantize == "int8" else (None, ""))
-  data = convert(index_free(network.student), cfg, quantize, calibration)
+  data = convert(network.student, cfg, quantize, calibration)
   # the default base path is inside the run directory: take its lock while writing there
   lock = contextlib.nullcontext() if export_dir else rundir.locked(model_dir,
                                                                    "sdmtcnn_tf.export")
@@ -286,7 +265,7 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
     path = os.path.join(out_dir, role, "1")
     ms = saved_model_latency_ms(model, cfg, path, image, runs, warmup)
     rows.append((f"{role} SavedModel", _bytes(path), ms))
-  plain = index_free(network.student)
+  plain = network.student  # index-free (models/build.index_free)
   floats = image.astype(np.float32) / 255.0
   for quantize in ("none", "int8"):
     images = rng.random((calibration, cfg.data.height, cfg.data.width, 3), dtype=np.float32)

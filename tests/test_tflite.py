@@ -73,18 +73,27 @@ def _labels_equal(served, direct) -> float:
 
 
 def test_index_free_student_equals_the_argmax_pooling_student(keras_student):
-  cfg, network, images, direct = keras_student
-  plain = edge.index_free(network.student)
-  assert not any(isinstance(layer, L.MaxPoolWithArgmax) for layer in plain.layers)
-  assert sum(layer.name.endswith("_pool") for layer in plain.layers) == 5
-  # the same variables, not copies
-  assert {id(v) for v in plain.weights} == {id(v) for v in network.student.weights}
-  out = plain(images, training=False)
-  assert set(out) == set(direct)
-  for task, value in out.items():
-    np.testing.assert_allclose(np.asarray(value), direct[task], rtol=1e-5, atol=1e-5)
+  import keras
+  from sdmtcnn_tf.models import build
+  cfg, network, images, _ = keras_student
+  # the student as the training graph computes it: SegNet's argmax pooling, switches and all
+  argmax_student = keras.Model(network.model.input, network.model.output["student"])
+  assert any(isinstance(layer, L.MaxPoolWithArgmax) for layer in argmax_student.layers)
+  plain = build.index_free(argmax_student)
+  for model in (plain, network.student):  # the network's own student is index-free too
+    assert not any(isinstance(layer, L.MaxPoolWithArgmax) for layer in model.layers)
+    assert sum(layer.name.endswith("_pool") for layer in model.layers) == 5
+    # the same variables, not copies
+    assert {id(v) for v in model.weights} == {id(v) for v in argmax_student.weights}
+  direct = argmax_student(images, training=False)
+  for model in (plain, network.student):
+    out = model(images, training=False)
+    assert set(out) == set(direct)
+    for task, value in out.items():
+      np.testing.assert_allclose(np.asarray(value), np.asarray(direct[task]), rtol=1e-5,
+                                 atol=1e-5)
   with pytest.raises(ValueError, match="argmax pooling indices"):
-    edge.index_free(network.teacher)  # SegNet's unpooling reads them
+    build.index_free(network.teacher)  # SegNet's unpooling reads them
 
 
 def test_float_tflite_matches_the_keras_student(student_run, keras_student):

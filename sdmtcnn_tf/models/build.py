@@ -11,7 +11,8 @@ structure of float32 tensors (which parts exist depends on the method, see metho
                      "teacher": [B, h, w, C]}}}   and the decoder-side feature teaching it
 Semseg outputs are logits, normals unit vectors, the others linear (each task's activation).
 `Network.teacher` and `Network.student` are sub-models sharing the same layers, with outputs
-keyed by task name: they are what `export` serves.
+keyed by task name: they are what `export` serves. The student pools with plain max pooling
+(`index_free`): it never reads the SegNet pooling's switches, so it does not compute them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import keras
 
 from sdmtcnn_tf import methods
+from sdmtcnn_tf.models import layers as L
 from sdmtcnn_tf.config import ExperimentConfig
 
 IMAGE_INPUT = "image"
@@ -49,8 +51,28 @@ def build_network(cfg: ExperimentConfig,
   return Network(
       model=keras.Model(image, outputs, name=name),
       teacher=frozen_teacher or keras.Model(image, teacher, name=f"{name}_teacher"),
-      student=keras.Model(image, student, name=f"{name}_student") if student else None,
+      student=(index_free(keras.Model(image, student, name=f"{name}_student")) if student
+               else None),
       frozen_teacher=frozen_teacher is not None)
+
+
+def index_free(model: keras.Model) -> keras.Model:
+  """`model` with every MaxPoolWithArgmax replaced by a plain 2x2 max pooling of the same name;
+  every other layer is the model's own (shared, so are its weights). The pooled values are the
+  same (the indices only record where the maxima were). Raises ValueError when an output of
+  `model` reads the indices (SegNet's unpooling: the teacher), which the clone cannot compute.
+  """
+  def call(layer, *args, **kwargs):
+    if isinstance(layer, L.MaxPoolWithArgmax):
+      # only the pooled value: the node's second output (the indices) stays uncomputed
+      return keras.layers.MaxPooling2D(2, padding="same", name=layer.name)(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+  try:
+    return keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                    call_function=call)
+  except ValueError as e:
+    raise ValueError(f"{model.name} reads the argmax pooling indices ({e})") from None
 
 
 def count_params(model: keras.Model | None) -> int:
