@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 TINY = ["--height=32", "--width=64", "--width_multiplier=0.0625", "--reference_size=32,64",
         "--steps=1", "--batch=2", "--memory_batch=2", "--data_examples=8", "--data_batches=2",
@@ -123,3 +123,17 @@ def test_self_seconds_leave_out_nested_ops():
   ]
   seconds = profile_ops.self_seconds(events)
   assert dict(seconds) == {"PartitionedCall": 65.0, "Conv2D": 60.0, "Relu": 5.0, "Mul": 4.0}
+
+
+def test_usable_cpus_follow_the_affinity_mask():
+  """`taskset -c 0` gives a process one CPU whatever the machine has: bench and its PyTorch
+  side size their thread pools by it."""
+  import shutil
+  import subprocess
+  import sys
+  if not shutil.which("taskset"):
+    pytest.skip("no taskset")
+  proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                         "from sdmtcnn_tf import hardware; print(hardware.usable_cpus())"],
+                        capture_output=True, text=True, check=True, cwd=REPO)
+  assert proc.stdout.strip() == "1"
