@@ -1,11 +1,13 @@
-"""Building blocks: conv-BN-ReLU, max-pool with argmax, SegNet max-unpooling.
+"""Building blocks: conv-BN-ReLU, max-pool with switches, SegNet max-unpooling.
 
 TensorFlow backend only. The pooling keeps each window's switch (where its maximum was) and the
-unpooling puts values back there with space_to_depth / depth_to_space and selects: equal to
+unpooling puts values back there with a reshape, splits and selects: equal to
 `tf.nn.max_pool_with_argmax` + `tf.scatter_nd` (kept below as the reference), ties included,
-and XLA-compilable (the argmax kernel has no XLA version).
+and XLA-compilable (the argmax kernel has no XLA version). `Conv2D` takes its input gradient
+from a forward convolution and `FusedBatchNormalization` runs TensorFlow's fused kernel: both
+are Keras' layers (same weights and config) computed faster on CPUs (BUILD_NOTES.md,
+"Performance").
 """
-
 from __future__ import annotations
 
 import keras
