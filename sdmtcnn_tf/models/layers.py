@@ -8,6 +8,7 @@ from a forward convolution and `FusedBatchNormalization` runs TensorFlow's fused
 are Keras' layers (same weights and config) computed faster on CPUs (BUILD_NOTES.md,
 "Performance").
 """
+
 from __future__ import annotations
 
 import keras
