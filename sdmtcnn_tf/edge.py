@@ -80,7 +80,7 @@ def _write_saved_model(model: keras.Model, cfg, directory: str) -> None:
 
 def convert(model: keras.Model, cfg, quantize: str = "none", calibration=None) -> bytes:
   """The .tflite flatbuffer of `model` (image float [0, 1] -> {task: output}, no argmax
-  pooling: see index_free), converted from a temporary SavedModel so that the file keeps the
+  pooling: models/build.index_free), converted from a temporary SavedModel so that the file keeps the
   signature's input and output names. `calibration`: float32 images [N, H, W, 3] in [0, 1],
   required for quantize="int8"."""
   if quantize not in QUANTIZE:
