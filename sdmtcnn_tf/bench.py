@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from sdmtcnn_tf import atomic, distribute, experiment, hardware
+from sdmtcnn_tf import atomic, distribute, experiment, hardware, timing
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.models.build import count_params
@@ -211,12 +210,9 @@ def time_training(cfg: ExperimentConfig, batch: int, steps: int, warmup: int) ->
   """
   with compiled_model(cfg) as (network, model):
     image, labels = random_batch(cfg, batch)
-    times = []
-    for i in range(max(warmup, 1) + steps):
-      start = time.perf_counter()
-      model.train_on_batch(image, labels)
-      times.append(time.perf_counter() - start)
-    step = statistics.median(times[max(warmup, 1):])
+    times = timing.call_seconds(lambda: model.train_on_batch(image, labels),
+                                max(warmup, 1) + steps)
+    step = timing.median_after(times, max(warmup, 1))
     return {"step_s": step, "img_s": batch / step, "first_s": times[0],
             "params": count_params(network.model), "teacher_params": count_params(network.teacher),
             "student_params": count_params(network.student),
@@ -249,12 +245,8 @@ def conv_peak(shape, dtype, repeats: int = 10) -> float:
   k = tf.random.uniform((3, 3, c, c), dtype=tf.float32) / (9 * c)
   x, k = tf.cast(x, dtype), tf.cast(k, dtype)
   conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
-  times = []
-  for i in range(repeats + 2):
-    start = time.perf_counter()
-    conv(x, k).numpy()
-    times.append(time.perf_counter() - start)
-  return 2 * b * h * w * c * c * 9 / statistics.median(times[2:]) / 1e9
+  times = timing.call_seconds(lambda: conv(x, k).numpy(), repeats + 2)
+  return 2 * b * h * w * c * c * 9 / timing.median_after(times, 2) / 1e9
 
 
 # ---- sections --------------------------------------------------------------------------------

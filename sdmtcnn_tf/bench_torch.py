@@ -16,15 +16,13 @@ import dataclasses
 import json
 import resource
 import sys
-import statistics
-import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sdmtcnn_tf import hardware
+from sdmtcnn_tf import hardware, timing
 from sdmtcnn_tf.models import segnet
 
 TASK_CHANNELS = {"semseg": None, "depth": 1, "normals": 3}  # None: the number of classes
@@ -155,12 +153,9 @@ def time_training(ref: Reference, batch: int, steps: int, warmup: int, bf16: boo
   model = build(ref).train()
   optimizer = torch.optim.Adam(model.parameters(), lr=ref.learning_rate)
   image, labels = _batch(ref, batch)
-  times = []
-  for _ in range(max(warmup, 1) + steps):
-    start = time.perf_counter()
-    _step(model, optimizer, image, labels, bf16)
-    times.append(time.perf_counter() - start)
-  step = statistics.median(times[max(warmup, 1):])
+  times = timing.call_seconds(lambda: _step(model, optimizer, image, labels, bf16),
+                              max(warmup, 1) + steps)
+  step = timing.median_after(times, max(warmup, 1))
   return {"step_s": step, "img_s": batch / step, "torch": torch.__version__,
           "params": sum(p.numel() for p in model.parameters()),
           "threads": torch.get_num_threads()}

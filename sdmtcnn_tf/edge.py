@@ -10,8 +10,8 @@ numbered version folders there and ignores these files). An existing file is ref
 
 Only the student is exported: it is what the paper deploys, and SegNet's teacher decodes with
 the argmax pooling indices (`tf.nn.max_pool_with_argmax` + scatter), which have no TFLite
-builtin. The student never reads the indices, so the network's student (models/build.index_free) runs
-plain max pooling with the very same layers and weights.
+builtin. The student never reads the indices, so the network's student
+(models/build.index_free) runs plain max pooling with the very same layers and weights.
 
 The file's one signature (`serving_default`) takes `image`: float32 [1, H, W, 3] RGB in [0, 1]
 (pixel / 255, the Keras student's own input) at the training size, in all three variants: the
@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import tempfile
-import time
 
 from sdmtcnn_tf import cli  # first: it quiets TensorFlow's C++ logs before TF is imported
 
@@ -47,7 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdmtcnn_tf import atomic, experiment, hardware, methods, rundir
+from sdmtcnn_tf import atomic, experiment, hardware, methods, rundir, timing
 from sdmtcnn_tf import config as config_lib
 
 QUANTIZE = ("none", "dynamic", "int8")
@@ -80,9 +78,9 @@ def _write_saved_model(model: keras.Model, cfg, directory: str) -> None:
 
 def convert(model: keras.Model, cfg, quantize: str = "none", calibration=None) -> bytes:
   """The .tflite flatbuffer of `model` (image float [0, 1] -> {task: output}, no argmax
-  pooling: models/build.index_free), converted from a temporary SavedModel so that the file keeps the
-  signature's input and output names. `calibration`: float32 images [N, H, W, 3] in [0, 1],
-  required for quantize="int8"."""
+  pooling: models/build.index_free), converted from a temporary SavedModel so that the file
+  keeps the signature's input and output names. `calibration`: float32 images [N, H, W, 3] in
+  [0, 1], required for quantize="int8"."""
   if quantize not in QUANTIZE:
     raise ValueError(f"--quantize: expected one of {', '.join(QUANTIZE)}, got {quantize!r}")
   if quantize == "int8" and (calibration is None or len(calibration) == 0):
@@ -224,14 +222,7 @@ def _bytes(path: str) -> int:
 
 
 def _median_ms(call, runs: int, warmup: int) -> float:
-  for _ in range(warmup):
-    call()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
+  return 1000 * timing.median_after(timing.call_seconds(call, warmup + runs), warmup)
 
 
 def saved_model_latency_ms(model, cfg, path: str, image: np.ndarray, runs: int,
@@ -265,12 +256,11 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
     path = os.path.join(out_dir, role, "1")
     ms = saved_model_latency_ms(model, cfg, path, image, runs, warmup)
     rows.append((f"{role} SavedModel", _bytes(path), ms))
-  plain = network.student  # index-free (models/build.index_free)
   floats = image.astype(np.float32) / 255.0
   for quantize in ("none", "int8"):
     images = rng.random((calibration, cfg.data.height, cfg.data.width, 3), dtype=np.float32)
     path = os.path.join(out_dir, file_name(quantize))
-    write(path, convert(plain, cfg, quantize, images if quantize == "int8" else None))
+    write(path, convert(network.student, cfg, quantize, images if quantize == "int8" else None))
     model = TFLiteModel(path, num_threads=threads)
     rows.append((f"student TFLite {VARIANT[quantize]}", _bytes(path),
                  _median_ms(lambda: model(floats), runs, warmup)))

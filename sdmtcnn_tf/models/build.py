@@ -22,8 +22,8 @@ import dataclasses
 import keras
 
 from sdmtcnn_tf import methods
-from sdmtcnn_tf.models import layers as L
 from sdmtcnn_tf.config import ExperimentConfig
+from sdmtcnn_tf.models import layers as L
 
 IMAGE_INPUT = "image"
 

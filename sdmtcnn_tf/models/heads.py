@@ -27,7 +27,7 @@ def teacher_head(feature, spec: Task, name: str):
   """
   channels = feature.shape[-1]
   x = L.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
-                    name=f"{name}_conv3")(feature)
+               name=f"{name}_conv3")(feature)
   x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
                     bias_initializer=keras.initializers.Constant(spec.output_bias),
                     name=f"{name}_conv1")(x)

@@ -162,8 +162,7 @@ def _corners(x):
   half of the last axis), and the splits copy contiguous blocks: several times faster on CPU
   than strided slices or space_to_depth."""
   shape = tf.shape(x)
-  channels = x.shape[3] if x.shape[3] is not None else shape[3]
-  rows = tf.reshape(x, [shape[0], shape[1] // 2, 2, shape[2] // 2, 2 * channels])
+  rows = tf.reshape(x, [shape[0], shape[1] // 2, 2, shape[2] // 2, 2 * _dim(x, 3)])
   top, bottom = tf.unstack(rows, 2, axis=2)
   return (*tf.split(top, 2, axis=3), *tf.split(bottom, 2, axis=3))
 
@@ -181,8 +180,7 @@ def _spread(values, switch):
   p00, p01, p10, p11 = (tf.where(switch == k, values, zeros) for k in range(4))
   rows = tf.stack([tf.concat([p00, p01], axis=3), tf.concat([p10, p11], axis=3)], axis=2)
   shape = tf.shape(values)
-  channels = values.shape[3] if values.shape[3] is not None else shape[3]
-  return tf.reshape(rows, [shape[0], 2 * shape[1], 2 * shape[2], channels])
+  return tf.reshape(rows, [shape[0], 2 * shape[1], 2 * shape[2], _dim(values, 3)])
 
 
 def switch_pool(x):
@@ -228,11 +226,14 @@ def switch_unpool(values, switch, height, width):
   return unpool(values)
 
 
+def _dim(x, axis: int):
+  """x's size on `axis`: a Python int where static, else a scalar tensor."""
+  return x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
+
+
 def _size(x):
   """(H, W) of x [B, H, W, C]: Python ints where static, else scalar tensors."""
-  shape = tf.shape(x)
-  return (x.shape[1] if x.shape[1] is not None else shape[1],
-          x.shape[2] if x.shape[2] is not None else shape[2])
+  return _dim(x, 1), _dim(x, 2)
 
 
 def argmax_pool(x):
