@@ -14,7 +14,7 @@ written atomically to --out. Sections (--sections, all by default):
             and CityScapes sizes by default), in each --precisions
   data      tf.data: decode + augment + batch from TFRecords, on one core (img/s)
   latency   batch-1 latency (ms) of the exported teacher and student SavedModels of each
-            --latency_configs flagfile
+            --latency_configs flagfile, their calls alternating (the ratio is the target)
   profile   (only when named) the reference training step traced with tf.profiler: seconds
             per step by op type (sdmtcnn_tf/profile_ops.py), --profile_dir keeps the trace
   memory    peak RSS (GiB) of a process that trains the reference network for 2 steps at batch
@@ -100,7 +100,8 @@ def define_flags() -> None:
   flags.DEFINE_list("reference_size", ["288", "384"], "Height,width of the reference network.")
   flags.DEFINE_integer("reference_batch", 2, "Batch of the reference network's training step.")
   flags.DEFINE_integer("memory_batch", 8, "Batch of the peak-memory measurement.")
-  flags.DEFINE_integer("latency_runs", 5, "Timed batch-1 calls per export (median, after 2).")
+  flags.DEFINE_integer("latency_runs", 5, "Timed batch-1 calls per export (median, after 2; "
+                                          "teacher and student calls alternate).")
   flags.DEFINE_string("data_dir", "", "Converted TFRecords for section data; empty = random "
                                       "records in the same format written to a temp folder at "
                                       "the reference size.")
@@ -408,9 +409,10 @@ def section_latency(rec: Recorder) -> None:
         0, 256, (1, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
     out_dir = tempfile.mkdtemp(prefix="sdmtcnn_bench_export_")
     try:
-      for role, model in (("teacher", network.teacher), ("student", network.student)):
-        ms = edge.saved_model_latency_ms(model, cfg, os.path.join(out_dir, role, "1"), image,
-                                         FLAGS.latency_runs, warmup=2)
+      latency = edge.saved_model_latencies_ms(
+          {"teacher": network.teacher, "student": network.student}, cfg, out_dir, image,
+          FLAGS.latency_runs, warmup=2)
+      for role, ms in latency.items():
         rec.add(f"latency_ms/{_label(path)}/{role}", ms, "ms",
                 height=cfg.data.height, width=cfg.data.width, batch=1)
     finally:

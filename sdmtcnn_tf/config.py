@@ -85,7 +85,7 @@ class ModelConfig:
   decoder: str = option("per_task", "per_task (one decoder per task, the paper's) | shared (MTAN "
                                     "split SegNet).", choices=DECODERS)
   width_multiplier: float = option(1.0, "Scales every filter count (tests/demo use < 1).")
-  student_channels: int = option(256, "Filters of the student heads' convs (scaled by "
+  student_channels: int = option(128, "Filters of the student heads' convs (scaled by "
                                       "--width_multiplier).")
   student_levels: tuple = option((), "Comma list of encoder levels (5,4,..) the student heads "
                                      "merge; empty = none, or 5,4,3 under --full.")

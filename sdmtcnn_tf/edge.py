@@ -225,16 +225,22 @@ def _median_ms(call, runs: int, warmup: int) -> float:
   return 1000 * timing.median_after(timing.call_seconds(call, warmup + runs), warmup)
 
 
-def saved_model_latency_ms(model, cfg, path: str, image: np.ndarray, runs: int,
-                           warmup: int = 2) -> float:
-  """Exports `model` (a role network of `cfg`) to `path` (replaced if there) and returns the
-  median latency in ms of `runs` calls of its serving_default on uint8 `image` [B, H, W, 3],
-  outputs fetched to numpy, after `warmup` untimed calls."""
+def saved_model_latencies_ms(models: dict, cfg, out_dir: str, image: np.ndarray, runs: int,
+                             warmup: int = 2) -> dict:
+  """Exports each of `models` ({role: a role network of `cfg`}) to `out_dir`/<role>/1 (replaced
+  if there) and returns {role: median latency in ms} of `runs` calls of its serving_default on
+  uint8 `image` [B, H, W, 3], outputs fetched to numpy, after `warmup` untimed calls. The roles'
+  calls alternate (timing.interleaved_seconds), so their ratio holds on a machine whose speed
+  drifts."""
   from sdmtcnn_tf import export
-  export.export_role(model, cfg, path, overwrite=True)
-  signature = tf.saved_model.load(path).signatures[export.SIGNATURE]
-  call = lambda: {k: v.numpy() for k, v in signature(image=tf.constant(image)).items()}
-  return _median_ms(call, runs, warmup)
+  calls = {}
+  for role, model in models.items():
+    path = export.export_role(model, cfg, os.path.join(out_dir, role, "1"), overwrite=True)
+    signature = tf.saved_model.load(path).signatures[export.SIGNATURE]
+    calls[role] = (lambda s: lambda: {k: v.numpy() for k, v in s(image=tf.constant(image)).items()}
+                   )(signature)
+  times = timing.interleaved_seconds(calls, warmup + runs)
+  return {role: 1000 * timing.median_after(t, warmup) for role, t in times.items()}
 
 
 def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int = 8,
@@ -252,10 +258,10 @@ def measure(cfg, out_dir: str, runs: int = 10, warmup: int = 2, calibration: int
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (1, cfg.data.height, cfg.data.width, 3), dtype=np.uint8)
   rows = []
-  for role, model in (("teacher", network.teacher), ("student", network.student)):
-    path = os.path.join(out_dir, role, "1")
-    ms = saved_model_latency_ms(model, cfg, path, image, runs, warmup)
-    rows.append((f"{role} SavedModel", _bytes(path), ms))
+  latency = saved_model_latencies_ms({"teacher": network.teacher, "student": network.student},
+                                     cfg, out_dir, image, runs, warmup)
+  for role, ms in latency.items():
+    rows.append((f"{role} SavedModel", _bytes(os.path.join(out_dir, role, "1")), ms))
   floats = image.astype(np.float32) / 255.0
   for quantize in ("none", "int8"):
     images = rng.random((calibration, cfg.data.height, cfg.data.width, 3), dtype=np.float32)

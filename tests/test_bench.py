@@ -137,3 +137,13 @@ def test_usable_cpus_follow_the_affinity_mask():
                          "from sdmtcnn_tf import hardware; print(hardware.usable_cpus())"],
                         capture_output=True, text=True, check=True, cwd=REPO)
   assert proc.stdout.strip() == "1"
+
+
+def test_interleaved_timings_take_the_calls_in_turn():
+  from sdmtcnn_tf import timing
+  order = []
+  times = timing.interleaved_seconds({"teacher": lambda: order.append("t"),
+                                      "student": lambda: order.append("s")}, rounds=3)
+  assert order == ["t", "s"] * 3
+  assert {k: len(v) for k, v in times.items()} == {"teacher": 3, "student": 3}
+  assert all(s >= 0 for v in times.values() for s in v)
