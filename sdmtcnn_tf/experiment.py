@@ -10,7 +10,7 @@ import os
 import keras
 import tensorflow as tf
 
-from sdmtcnn_tf import atomic, methods
+from sdmtcnn_tf import atomic, methods, optimizers
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.data import pipeline, schema
@@ -98,8 +98,8 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int = 0) -> keras.opt
   and when that is 0 too the rate stays constant."""
   rate = learning_rate(cfg, steps_per_epoch or cfg.optim.steps_per_epoch)
   if cfg.optim.optimizer == "sgd":
-    return keras.optimizers.SGD(rate, momentum=0.9)
-  return keras.optimizers.Adam(rate)
+    return optimizers.SGD(rate, momentum=0.9)
+  return optimizers.Adam(rate)
 
 
 def compile_model(model: MultiTaskModel, cfg: ExperimentConfig, steps_per_epoch: int = 0) -> None:
