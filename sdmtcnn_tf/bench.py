@@ -196,6 +196,9 @@ def compiled_model(cfg: ExperimentConfig):
   try:
     network, model = experiment.build_model(cfg)
     experiment.compile_model(model, cfg)
+    # as fit does (train.py's ResumableBackup): an optimizer built inside the first step makes
+    # tf.function trace the step twice (its variables are created on the first trace)
+    model.optimizer.build(model.trainable_variables)
     yield network, model
   finally:
     keras.mixed_precision.set_global_policy("float32")
