@@ -233,12 +233,12 @@ def saved_model_latencies_ms(models: dict, cfg, out_dir: str, image: np.ndarray,
   calls alternate (timing.interleaved_seconds), so their ratio holds on a machine whose speed
   drifts."""
   from sdmtcnn_tf import export
-  calls = {}
-  for role, model in models.items():
+  def served(model, role):
     path = export.export_role(model, cfg, os.path.join(out_dir, role, "1"), overwrite=True)
     signature = tf.saved_model.load(path).signatures[export.SIGNATURE]
-    calls[role] = (lambda s: lambda: {k: v.numpy() for k, v in s(image=tf.constant(image)).items()}
-                   )(signature)
+    return lambda: {k: v.numpy() for k, v in signature(image=tf.constant(image)).items()}
+
+  calls = {role: served(model, role) for role, model in models.items()}
   times = timing.interleaved_seconds(calls, warmup + runs)
   return {role: 1000 * timing.median_after(t, warmup) for role, t in times.items()}
 

@@ -95,10 +95,9 @@ def test_checkpoints_load_into_keras_optimizers(tmp_path):
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
     m.compile(optimizer=optimizer, loss="mse")
     return m
-  x, y = np.random.default_rng(0).normal(size=(2, 8, 4)).astype(np.float32)[:, :, :4], None
-  y = np.ones((8, 2), np.float32)
+  x, y = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), np.ones((8, 2))
   ours = model(optimizers.Adam(1e-2))
-  ours.fit(x[0], y, epochs=2, verbose=0)
+  ours.fit(x, y, epochs=2, verbose=0)  # one batch of 8 per epoch: 2 steps
   ours.save_weights(tmp_path / "fused.weights.h5")
   theirs = model(keras.optimizers.Adam(1e-2))
   theirs.optimizer.build(theirs.trainable_variables)
