@@ -8,16 +8,11 @@ naming the flag or file, and exit status 1. `--traceback` prints the full traceb
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 
-# Before TensorFlow is imported: hide the C++ INFO lines (oneDNN notice, CPU feature guard).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from sdmtcnn_tf.logs import quiet_logs  # noqa: E402
+from sdmtcnn_tf.logs import quiet_logs
 
 _TRACEBACK_HELP = "On an error, print the full traceback, not just the one-line message."
 
@@ -36,6 +31,29 @@ def user_errors() -> tuple:
           rundir.RunDirectoryError)
 
 
+def fail(message: str, hint: str = "--traceback shows where") -> None:
+  """Prints `error: <message> (<hint>)` as the one line on stderr and exits with status 1.
+
+  The line starts on a fresh line of the terminal: when stdout is one, a Keras progress bar may
+  have left its cursor mid-line, so stdout gets the line break (stderr keeps exactly one line).
+  """
+  sys.stdout.flush()
+  if sys.stdout.isatty():
+    print(file=sys.stdout, flush=True)
+  message = " ".join(message.split())
+  print(f"error: {message} ({hint})", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's flag parsing with a bad flag (unknown name, bad value, missing required flag) as one
+  error line naming it, instead of absl's `FATAL Flags parsing error` and its second line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e), "--helpshort lists the flags")
+
+
 def run(main) -> None:
   """`app.run(main)` with one-line errors (see the module docstring)."""
   define_flags()
@@ -44,18 +62,17 @@ def run(main) -> None:
     quiet_logs()
     try:
       return main(argv)
+    except app.UsageError as e:
+      fail(str(e), "--helpshort lists the flags")
     except user_errors() as e:
       if flags.FLAGS.traceback:
         raise
-      sys.stdout.flush()
-      message = str(e).strip() or type(e).__name__
-      print(f"\nerror: {message} (--traceback shows where)", file=sys.stderr)
-      sys.exit(1)
+      fail(str(e).strip() or type(e).__name__)
     except KeyboardInterrupt:
       print("\ninterrupted", file=sys.stderr)
       sys.exit(130)
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=parse_flags)
 
 
 def check_no_arguments(argv) -> None:
