@@ -6,8 +6,15 @@ instant, even inside a write, leaves either the old file or the new one, never a
 disk raises `RunDirectoryError("<path>: no space left on device (needed about N MB ...)")` and
 leaves the old file in place, so the same command works again once space is freed.
 
+A writer given a digest manifest (`digests`, e.g. backup/SHA256SUMS, see integrity.py) lists the
+new file's sha256 there in two atomic steps around the renames: before them, a manifest listing
+the new digest AND the old ones (the target's, and the kept previous copy's); after them, only
+the current ones. So at every instant each file in place has its digest listed: a kill never
+leaves a good file looking corrupt, nor a file trusted on a digest that is not its own.
+
 Test hooks (fault injection for tests/test_durability.py; unset in normal use). Each write has a
-label (backup, checkpoint, history, metrics, config, ...) and a per-process counter per label:
+label (backup, checkpoint, history, metrics, config, ...; a digest manifest's two writes per
+file are labelled <label>_digests) and a per-process counter per label:
   SDMTCNN_TEST_KILL_IN=<label>:<n>    at the n-th <label> write, cut the finished temp file to
                                       half and SIGKILL this process (a kill inside the write);
   SDMTCNN_TEST_ENOSPC_IN=<label>:<n>  at the n-th <label> write, fail with ENOSPC (a full disk).
@@ -22,6 +29,7 @@ import math
 import os
 import signal
 
+from sdmtcnn_tf import integrity
 from sdmtcnn_tf.rundir import RunDirectoryError
 
 KILL_ENV = "SDMTCNN_TEST_KILL_IN"
@@ -55,11 +63,14 @@ def temp_path(path: str) -> str:
 
 
 @contextlib.contextmanager
-def replacing(path: str, label: str, needed_bytes: int, previous: str = ""):
+def replacing(path: str, label: str, needed_bytes: int, previous: str = "",
+              digests: str = ""):
   """Yields a temp path; when the block returns, fsyncs it and atomically replaces `path`.
 
-  `previous`: first keep the current `path` under this name (the last good copy). On any error
-  the temp file is removed and `path` is untouched; a full disk raises RunDirectoryError.
+  `previous`: first keep the current `path` under this name (the last good copy). `digests`:
+  the manifest (in the same folder) where the sha256 of `path` (and `previous`) is kept, see
+  the module docstring. On any error the temp file is removed and `path` is untouched; a full
+  disk raises RunDirectoryError.
   """
   directory = os.path.dirname(path) or "."
   tmp = temp_path(path)
@@ -71,10 +82,16 @@ def replacing(path: str, label: str, needed_bytes: int, previous: str = ""):
     yield tmp
     _fsync(tmp)
     _test_hook(label, tmp)
-    if previous and os.path.exists(path):
+    keep = bool(previous) and os.path.exists(path)
+    if digests:
+      during, after = _listed_digests(digests, path, tmp, previous if keep else "")
+      write_text(digests, integrity.format_digests(during), label=f"{label}_digests")
+    if keep:
       _keep_previous(path, previous)
     os.replace(tmp, path)
     _fsync_dir(directory)
+    if digests:
+      write_text(digests, integrity.format_digests(after), label=f"{label}_digests")
   except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
@@ -109,11 +126,12 @@ def write_npz(path: str, label: str = "npz", **arrays) -> None:
 
 
 def save_weights(model, path: str, label: str = "weights", attrs: dict | None = None,
-                 previous: str = "") -> None:
-  """`model.save_weights(path)` atomically; `attrs` are stored on the HDF5 root (e.g. epoch)."""
+                 previous: str = "", digests: str = "") -> None:
+  """`model.save_weights(path)` atomically; `attrs` are stored on the HDF5 root (e.g. epoch).
+  `previous`, `digests`: see `replacing`."""
   needed = max(estimate_weights_bytes(model),
                os.path.getsize(path) if os.path.exists(path) else 0)
-  with replacing(path, label, needed, previous=previous) as tmp:
+  with replacing(path, label, needed, previous=previous, digests=digests) as tmp:
     model.save_weights(tmp)
     if attrs:
       import h5py
@@ -154,6 +172,32 @@ def _test_hook(label: str, tmp: str) -> None:
     with open(tmp, "r+b") as f:  # as if killed halfway through writing the temp file
       f.truncate(os.path.getsize(tmp) // 2)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _listed_digests(manifest: str, path: str, tmp: str, previous: str) -> tuple:
+  """The manifests ({name: digests}) to write before and after `tmp` replaces `path` (and
+  `path` becomes `previous`, if given); names are relative to the manifest's folder.
+
+  No manifest yet (the first backup, or a run from before digests were kept): the current
+  `path` that is kept as `previous` is hashed now, so it stays a fallback.
+  """
+  try:
+    listed = integrity.read_digests(manifest)
+  except integrity.IntegrityError:
+    listed = {}  # a damaged manifest vouches for nothing; the new file gets a fresh one
+  if listed is None:
+    listed = {os.path.basename(path): {integrity.sha256(path)}} if previous else {}
+  name, new = os.path.basename(path), integrity.sha256(tmp)
+  current = listed.get(name, set())
+  if previous and len(current) > 1:  # a kill mid-commit listed two: keep the one it holds
+    current = current & {integrity.sha256(path)}
+  during = {**listed, name: current | {new}}
+  after = {**listed, name: {new}}
+  if previous:
+    kept = os.path.basename(previous)
+    during[kept] = listed.get(kept, set()) | current
+    after[kept] = current
+  return during, {k: v for k, v in after.items() if v}
 
 
 def _keep_previous(path: str, previous: str) -> None:

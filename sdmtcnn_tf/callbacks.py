@@ -13,7 +13,7 @@ import os
 import keras
 from absl import logging
 
-from sdmtcnn_tf import atomic
+from sdmtcnn_tf import atomic, integrity
 from sdmtcnn_tf.rundir import RunDirectoryError, RunPaths
 
 
@@ -99,12 +99,23 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
   Keras writes backup/latest.weights.h5 in place and its epoch in a second file: a kill inside
   the write left a torn HDF5 that stopped every rerun. Here each backup is ONE file written
   atomically (atomic.save_weights), its position stored inside it (HDF5 attrs `epoch`,
-  `batch`), and the one before it is kept as previous.weights.h5. At the start the run resumes
-  from the first readable of latest, previous and the per-epoch checkpoint
-  (checkpoints/model.weights.h5: weights only, the optimizer state restarts), with one warning
-  naming each unreadable file. training_metadata.json is still written, after the weights, for
+  `batch`), the one before it kept as previous.weights.h5, and the sha256 of both listed in
+  backup/SHA256SUMS, committed with them (see atomic.py: a kill never leaves a file in place
+  whose digest is not listed). training_metadata.json is still written, after the weights, for
   tools that read it. List it after the callbacks that write history and checkpoints: the
   backup is the commit point of an epoch.
+
+  At the start the run resumes from the first good one of latest, previous and the per-epoch
+  checkpoint (checkpoints/model.weights.h5: weights only, the optimizer state restarts). A
+  backup is good if its sha256 is the one SHA256SUMS lists for it, every float in it (weight
+  or optimizer variable) is finite and it loads; the checkpoint has no digest, the rest is
+  checked alike. A backup dir without SHA256SUMS (written before digests were kept) is resumed
+  from unverified, with a warning; its next backup writes SHA256SUMS. Resuming prints
+  `resuming from <file> (epoch N)` on stdout (N: the epoch training goes on with, as Keras'
+  `Epoch N/M` lines count); passing over a file adds ONE warning on stderr naming each file
+  passed over and why. If no file is good the run stops with an error naming them all (it
+  never starts over silently). A rejected latest backup is not kept as previous by the next
+  backup: the good previous stays the fallback.
 
   `resume_from` (multi-worker runs): the run directory whose files are read at the start when
   it is not `paths` (a non-chief worker writes its backups into a temporary directory and
@@ -116,9 +127,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     super().__init__(paths.backup, save_freq=save_freq, delete_checkpoint=False)
     self._weights_path = paths.backup_latest
     self._previous_path = paths.backup_previous
+    self._digests_path = paths.backup_digests
     self._checkpoint_model = checkpoint_model
     read = resume_from or paths
     self._resume_paths = (read.backup_latest, read.backup_previous, read.model_weights)
+    self._resume_digests = read.backup_digests
+    self._latest_rejected = False  # then the next backup keeps previous, not the bad latest
 
   def on_train_begin(self, logs=None):
     if not self.model.built:
@@ -127,45 +141,57 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     if optimizer is not None and not optimizer.built:
       optimizer.build(self.model.trainable_variables)  # its state is part of the backup
     latest, previous, checkpoint = self._resume_paths
-    unreadable = []
+    rejected = []  # "<file> <why>" of each file passed over
     for path in (latest, previous):
       if not os.path.exists(path):
         continue
       try:
+        verified = integrity.check_digest(path, self._resume_digests)
+        integrity.check_finite(path)
         epoch = self._epoch_of(path)
         self.model.load_weights(path)
-      except Exception as e:  # torn or foreign file: try the next one
-        unreadable.append(_describe(path, e))
+      except Exception as e:  # torn, damaged, NaN or foreign file: try the next one
+        rejected.append(_rejected(path, e))
+        self._latest_rejected = self._latest_rejected or path == latest
         continue
-      if unreadable:
-        logging.warning("resuming from %s (epoch %d): unreadable %s", path, epoch + 1,
-                        "; ".join(unreadable))
-      self.model._initial_epoch = epoch
+      warning = _passed_over(rejected, f"resuming from {path} (epoch {epoch + 1})")
+      if not verified:
+        warning += (f", unverified: {self._resume_digests} is missing (a backup from before "
+                    "backups had digests)")
+      self._resume(path, epoch, warning if rejected or not verified else "")
       return
     backup_dir = os.path.dirname(latest)
     if not os.path.exists(checkpoint):
-      if unreadable:
-        raise RunDirectoryError(f"cannot resume: unreadable {'; '.join(unreadable)} and no "
+      if rejected:
+        raise RunDirectoryError(f"cannot resume: {'; '.join(rejected)}; there is no "
                                 f"{checkpoint}; delete {backup_dir} to start over")
       return  # a new run
     try:
+      integrity.check_finite(checkpoint)
       epoch = atomic.read_attrs(checkpoint).get("epoch")
       if epoch is None:
         raise ValueError("it records no epoch")
       self._checkpoint_model.load_weights(checkpoint)
     except Exception as e:
-      unreadable.append(_describe(checkpoint, e))
+      rejected.append(_rejected(checkpoint, e))
       raise RunDirectoryError(
-          f"cannot resume: unreadable {'; '.join(unreadable)}; delete {backup_dir} and "
-          f"{checkpoint} to start over") from e
+          f"cannot resume: {'; '.join(rejected)}; delete {backup_dir} and {checkpoint} to "
+          "start over") from e
     steps = self.params.get("steps") if self.params else None
     if optimizer is not None and steps:
       optimizer.iterations.assign(int(epoch) * int(steps))  # the step-based schedule goes on
-    logging.warning("resuming from %s (epoch %d, weights only: the optimizer state restarts): %s",
-                    checkpoint, int(epoch) + 1,
-                    f"unreadable {'; '.join(unreadable)}" if unreadable
-                    else f"no backup in {backup_dir}")
-    self.model._initial_epoch = int(epoch)
+    where = (f"resuming from {checkpoint} (epoch {int(epoch) + 1}, weights only: the optimizer "
+             "state restarts)")
+    self._resume(checkpoint, int(epoch), _passed_over(rejected, where) if rejected
+                 else f"no backup in {backup_dir}; {where}")
+
+  def _resume(self, path: str, epoch: int, warning: str = "") -> None:
+    """Goes on after `epoch` epochs from `path` (loaded): `warning` (if any) on stderr, then
+    `resuming from <path> (epoch N)` on stdout, N = epoch + 1."""
+    if warning:
+      logging.warning("%s", warning)
+    print(f"resuming from {path} (epoch {epoch + 1})", flush=True)
+    self.model._initial_epoch = epoch
 
   def _epoch_of(self, path: str) -> int:
     epoch = atomic.read_attrs(path).get("epoch")
@@ -179,13 +205,24 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
   def _save_model(self):
     position = {"epoch": int(self._current_epoch), "batch": int(self._last_batch_seen)}
     atomic.save_weights(self.model, self._weights_path, label="backup", attrs=position,
-                        previous=self._previous_path)
+                        previous="" if self._latest_rejected else self._previous_path,
+                        digests=self._digests_path)
+    self._latest_rejected = False
     atomic.write_json(self._training_metadata_path, position, label="backup_metadata")
 
 
-def _describe(path: str, error: Exception) -> str:
+def _passed_over(rejected: list, where: str) -> str:
+  """One line: each file passed over and why, then where the run resumes instead (just
+  `where` if none was)."""
+  return f"{'; '.join(rejected)}; {where} instead" if rejected else where
+
+
+def _rejected(path: str, error: Exception) -> str:
+  """`<path> <why it is not resumed from>`, on one line."""
+  if isinstance(error, integrity.IntegrityError):
+    return f"{path} {error}"
   lines = str(error).strip().splitlines()
-  return f"{path} ({type(error).__name__}{': ' + lines[0] if lines else ''})"
+  return f"{path} is unreadable ({type(error).__name__}{': ' + lines[0] if lines else ''})"
 
 
 class EpochHistory(keras.callbacks.Callback):

@@ -54,6 +54,11 @@ class RunPaths:
     return os.path.join(self.backup, "previous.weights.h5")
 
   @property
+  def backup_digests(self):
+    """The sha256 of each backup file (integrity.py: `sha256sum -c` format), written with it."""
+    return os.path.join(self.backup, "SHA256SUMS")
+
+  @property
   def logs(self):
     return os.path.join(self.root, "logs")
 

@@ -123,7 +123,7 @@ def smoke_run(tmp_path_factory, smoke_data_dir) -> str:
 
 # Module fixtures whose tests change the fixture's files in turn: under pytest-xdist
 # (`make test`) all their tests go to one worker, in file order (--dist=loadgroup).
-SEQUENTIAL_FIXTURES = ("killed_run",)
+SEQUENTIAL_FIXTURES = ("killed_run", "three_epochs")
 
 
 def pytest_collection_modifyitems(items):

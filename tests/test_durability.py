@@ -71,6 +71,14 @@ def test_kill_inside_the_backup_write_loses_at_most_one_epoch(killed_run):
   assert os.path.exists(os.path.join(model_dir, "results", "metrics.json"))
 
 
+def test_a_resumed_run_says_where_it_resumes_from(killed_run):
+  model_dir, _, rerun = killed_run
+  latest = rundir.RunPaths(model_dir).backup_latest
+  # the epoch-1 backup was whole: the rerun goes on with epoch 2, and has nothing to warn about
+  assert f"resuming from {latest} (epoch 2)" in rerun.stdout.splitlines(), rerun.stdout[-2000:]
+  assert "resuming from" not in rerun.stderr, rerun.stderr[-2000:]
+
+
 def test_corrupt_latest_backup_falls_back_to_the_previous_one(killed_run, smoke_data_dir):
   model_dir, _, _ = killed_run
   paths = rundir.RunPaths(model_dir)
