@@ -424,12 +424,20 @@ def save(cfg: ExperimentConfig, model_dir: str) -> None:
   atomic.write_text(os.path.join(model_dir, "flags.txt"), to_flags_text(cfg), label="config")
 
 
+# Flags that say where a run, its data and its teacher run live, never what the run is: a run
+# directory copied or moved elsewhere resumes there, and one whose data moved resumes with the
+# new --data_dir (the records are checked against the run's tasks, size and classes, as always).
+LOCATION_FIELDS = ("model_dir", "data_dir", "teacher_dir")
+
+
 def load(model_dir: str) -> ExperimentConfig:
+  """The config of the run in `model_dir`, with --model_dir = `model_dir`: where the run is
+  now, not where it was written (config.json records that; the run may have moved since)."""
   path = os.path.join(model_dir, CONFIG_NAME)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: {model_dir!r} is not a training run directory")
   with open(path) as f:
-    return ExperimentConfig.from_json(json.load(f))
+    return ExperimentConfig.from_json({**json.load(f), "model_dir": model_dir})
 
 
 # ---- absl flags ------------------------------------------------------------------------------

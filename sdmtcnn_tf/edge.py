@@ -189,8 +189,8 @@ def export_tflite(model_dir: str, export_dir: str = "", quantize: str = "none",
   calibration, note = (calibration_images(cfg) if quantize == "int8" else (None, ""))
   data = convert(network.student, cfg, quantize, calibration)
   # the default base path is inside the run directory: take its lock while writing there
-  lock = contextlib.nullcontext() if export_dir else rundir.locked(model_dir,
-                                                                   "sdmtcnn_tf.export")
+  lock = contextlib.nullcontext() if export_dir else rundir.locked(
+      model_dir, "sdmtcnn_tf.export", elsewhere="--export_dir outside it")
   with lock:
     write(path, data)
   return path, note

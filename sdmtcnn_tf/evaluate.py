@@ -1,6 +1,7 @@
 """Evaluate a run: `python -m sdmtcnn_tf.evaluate --model_dir=... [--save_predictions=DIR]`.
 
-Writes `<model_dir>/results/metrics.json`: a flat object {"<role>_<task>_<metric>": number}
+Writes `<model_dir>/results/metrics.json` (a read-only run is evaluated and printed, and one
+`note:` line says the file was not written): a flat object {"<role>_<task>_<metric>": number}
 (primary metrics from global statistics, `*_legacy` the paper-comparable per-image/per-batch
 variants at --legacy_batch_size, and the per-term losses). With --save_predictions, one .npz per
 validation image at label resolution with keys gt_<task> and <role>_<task>:
@@ -10,9 +11,11 @@ validation image at label resolution with keys gt_<task> and <role>_<task>:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import sys
 
 from absl import flags
 
@@ -71,14 +74,28 @@ def format_table(rows: dict) -> str:
 
 
 def run(model_dir: str, predictions_dir: str = "", **overrides) -> dict:
-  """Evaluates the run in `model_dir`; `overrides`: see experiment.EVAL_OVERRIDES."""
+  """Evaluates the run in `model_dir`; `overrides`: see experiment.EVAL_OVERRIDES.
+
+  Writes results/metrics.json into the run (refused while a training run holds the directory)
+  and says so on stdout; a run directory this process cannot write is evaluated all the same,
+  with one `note:` line on stderr saying that the file was not written.
+  """
   cfg, _, model = experiment.load_trained(model_dir, **overrides)
-  # it writes results/metrics.json: refused while a training run holds the directory
-  with rundir.locked(model_dir, "sdmtcnn_tf.evaluate"):
+  path = experiment.RunPaths(model_dir).metrics_json
+  with contextlib.ExitStack() as stack:
+    try:
+      stack.enter_context(rundir.locked(model_dir, "sdmtcnn_tf.evaluate"))
+      read_only = None
+    except rundir.ReadOnlyRunError as e:  # the run is read already (load_trained)
+      read_only = e
     manifest = experiment.prepare_data(cfg, experiment.EVAL_SPLIT)
     experiment.compile_model(model, cfg)
     metrics = evaluate_model(cfg, model, manifest)
-    write_metrics(metrics, experiment.RunPaths(model_dir).metrics_json)
+    if read_only is None:
+      write_metrics(metrics, path)
+      print(f"wrote {path}")
+    else:
+      print(f"note: {path} not written: {read_only}", file=sys.stderr)
     if predictions_dir:
       save_predictions(cfg, model, manifest, predictions_dir)
   return metrics
@@ -92,7 +109,6 @@ def main(argv):
   overrides = config_lib.run_overrides(FLAGS, FLAGS.model_dir, experiment.EVAL_OVERRIDES)
   metrics = run(FLAGS.model_dir, FLAGS.save_predictions, **overrides)
   print(format_table({"value": metrics}))
-  print(f"wrote {experiment.RunPaths(FLAGS.model_dir).metrics_json}")
 
 
 if __name__ == "__main__":

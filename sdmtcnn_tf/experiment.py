@@ -10,7 +10,7 @@ import os
 import keras
 import tensorflow as tf
 
-from sdmtcnn_tf import atomic, methods, optimizers
+from sdmtcnn_tf import atomic, methods, optimizers, rundir
 from sdmtcnn_tf import config as config_lib
 from sdmtcnn_tf.config import ExperimentConfig
 from sdmtcnn_tf.data import pipeline, schema
@@ -29,7 +29,8 @@ def prepare_data(cfg: ExperimentConfig, split: str) -> schema.Manifest:
   Raises before any training with a message naming the flag or file at fault.
   """
   if not cfg.data.data_dir:
-    raise ValueError("--data_dir is required")
+    raise ValueError("--data_dir is required: the folder of the dataset's records (the "
+                     "configs/ flagfiles set it, e.g. --flagfile=configs/synthetic_vanilla.flags)")
   if cfg.data.dataset == "synthetic":
     from sdmtcnn_tf.data import synthetic
     with _generation_lock(cfg.data.data_dir):
@@ -194,24 +195,28 @@ EVAL_OVERRIDES = ("eval_batch_size", "legacy_batch_size", "data_dir")
 
 
 def load_trained(model_dir: str, **overrides):
-  """Rebuilds a finished (or interrupted) run's network with its latest weights.
+  """Rebuilds a finished (or interrupted) run's network with its latest weights, from where
+  the run is now (cfg.run.model_dir = `model_dir`). Reads the run under its shared lock
+  (rundir.reading): never while a training run writes it; it writes nothing there, so a
+  read-only run directory loads.
 
   `overrides` may change the evaluation settings (EVAL_OVERRIDES) of the saved config.
   """
   unknown = sorted(set(overrides) - set(EVAL_OVERRIDES))
   if unknown:
     raise ValueError(f"cannot override {unknown} of a trained run; only {EVAL_OVERRIDES}")
-  cfg = config_lib.load(model_dir).replace(**overrides)
-  paths = RunPaths(model_dir)
-  if not os.path.exists(paths.model_weights):
-    raise FileNotFoundError(f"{paths.model_weights} is missing: the run in {model_dir!r} has "
-                            "not finished an epoch yet")
-  network, model = build_model(cfg, teacher_config(cfg, model_dir))
-  try:
-    network.model.load_weights(paths.model_weights)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{paths.model_weights} cannot be loaded into the network of "
-                     f"{os.path.join(model_dir, config_lib.CONFIG_NAME)} ({e})") from e
+  with rundir.reading(model_dir):
+    cfg = config_lib.load(model_dir).replace(**overrides)
+    paths = RunPaths(model_dir)
+    if not os.path.exists(paths.model_weights):
+      raise FileNotFoundError(f"{paths.model_weights} is missing: the run in {model_dir!r} has "
+                              "not finished an epoch yet")
+    network, model = build_model(cfg, teacher_config(cfg, model_dir))
+    try:
+      network.model.load_weights(paths.model_weights)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{paths.model_weights} cannot be loaded into the network of "
+                       f"{os.path.join(model_dir, config_lib.CONFIG_NAME)} ({e})") from e
   return cfg, network, model
 
 

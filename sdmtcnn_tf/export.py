@@ -262,7 +262,8 @@ def run(model_dir: str, export_dir: str = "", role: str = "teacher", version: in
   root = serving_dir or os.path.dirname(experiment.RunPaths(model_dir).export(roles[0]))
   # the default base path is inside the run directory: take its lock while writing there
   lock = (contextlib.nullcontext() if export_dir or serving_dir
-          else rundir.locked(model_dir, "sdmtcnn_tf.export"))
+          else rundir.locked(model_dir, "sdmtcnn_tf.export",
+                             elsewhere="--export_dir or --serving_dir outside it"))
   with lock:
     if export_dir:
       return export_role(network.teacher if role == "teacher" else network.student, cfg,

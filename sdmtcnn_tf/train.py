@@ -3,6 +3,8 @@
 Run directory: flags.txt, config.json, checkpoints/ (model/teacher/student weights), backup/
 (BackupAndRestore: a killed run started again with the same command resumes), logs/
 (TensorBoard: every loss term and metric), results/metrics.json and results/history.csv.
+A run directory may be copied or moved: the same command with --model_dir=<its new place>
+resumes it there, and --data_dir may name where its data is now (config.LOCATION_FIELDS).
 
 --distribution=multi_worker (TF_CONFIG, see distribute.py; `python -m sdmtcnn_tf.launch` on one
 machine): every worker runs this same command and the same steps. Only the chief writes
@@ -47,19 +49,22 @@ def dry_run(cfg: ExperimentConfig) -> dict:
   return counts
 
 
+# How a new user starts (the error without --model_dir says it), as the README's first run.
+START_EXAMPLE = "--flagfile=configs/synthetic_vanilla.flags --model_dir=runs/vanilla"
 RESUME_MAY_CHANGE = ("epochs", "verbose", "validation_freq", "image_summary_every")
 
 
 def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
-  """A run directory belongs to one config; only RESUME_MAY_CHANGE may change on resume."""
+  """A run directory belongs to one config; only RESUME_MAY_CHANGE may change on resume, and
+  the LOCATION_FIELDS, which say where the run and its data are, not what it is."""
   path = os.path.join(model_dir, config_lib.CONFIG_NAME)
   if not os.path.exists(path):
     return
   with open(path) as f:  # a field added since the run started holds its default there
     previous = {**ExperimentConfig().to_json(), **json.load(f)}
   current = cfg.to_json()
-  differ = sorted(k for k in current if k not in RESUME_MAY_CHANGE
-                  and previous.get(k) != current[k])
+  may_change = {*RESUME_MAY_CHANGE, *config_lib.LOCATION_FIELDS}
+  differ = sorted(k for k in current if k not in may_change and previous.get(k) != current[k])
   if differ:
     raise ValueError(f"--model_dir={model_dir} holds a run with a different config "
                      f"(fields {differ}); use a new --model_dir")
@@ -73,7 +78,7 @@ def train(cfg: ExperimentConfig) -> dict:
   other workers write into (and lock) a temporary directory, see the module docstring.
   """
   if not cfg.run.model_dir:
-    raise ValueError("--model_dir is required")
+    raise ValueError(f"--model_dir is required: give a run directory, e.g. {START_EXAMPLE}")
   task = distribute.cluster_task() if cfg.run.distribution == "multi_worker" else None
   # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
   strategy = distribute.make_strategy(cfg)

@@ -25,8 +25,8 @@ from sdmtcnn_tf.rundir import RunPaths
 # Flags that differ between the seeds of one config without changing what is trained: where the
 # run and its data live (a traditional-KD run of each seed has its own teacher run), the seed
 # itself, and logging / validation frequency (the report reads the final evaluation).
-RUN_FIELDS = frozenset({"model_dir", "data_dir", "teacher_dir", "seed", "verbose",
-                        "validation_freq", "backup_every_steps", "image_summary_every"})
+RUN_FIELDS = frozenset({*config_lib.LOCATION_FIELDS, "seed", "verbose", "validation_freq",
+                        "backup_every_steps", "image_summary_every"})
 # Row order of the paper's tables (table 1 lists the U-Net rows after the SegNet ones).
 METHOD_ORDER = ("vanilla", "sd_vanilla", "traditional_kd", "sd_mtcnn", "sd_mtcnn_full")
 ROLE_LETTER = {"teacher": "T", "student": "S"}
