@@ -63,8 +63,6 @@ def _write_saved_model(model: keras.Model, cfg, directory: str) -> None:
   """`model` as a SavedModel whose `serving_default` signature maps `image` float32
   [1, H, W, 3] to the named outputs (export.serving_outputs: the SavedModel export's names)."""
   from sdmtcnn_tf import export
-  archive = keras.export.ExportArchive()
-  archive.track(model)
   tasks = cfg.task_specs
 
   @tf.function(input_signature=[tf.TensorSpec([1, cfg.data.height, cfg.data.width, 3],
@@ -72,8 +70,8 @@ def _write_saved_model(model: keras.Model, cfg, directory: str) -> None:
   def serve(image):
     return export.serving_outputs(model(image, training=False), tasks)
 
-  archive.add_endpoint(SIGNATURE, serve)
-  archive.write_out(directory, verbose=False)
+  # each weight once, as in the TF Serving export (Keras' `track` would store it twice)
+  export.export_archive(model, {SIGNATURE: serve}).write_out(directory, verbose=False)
 
 
 def convert(model: keras.Model, cfg, quantize: str = "none", calibration=None) -> bytes:

@@ -21,6 +21,9 @@ Signatures (both return the same named outputs, `Task.serving_outputs` of each t
   serving_bytes: `image_bytes` string [B], encoded PNG or JPEG (also BMP/GIF; grey and RGBA
     become RGB), decoded in the graph. All images of one request must decode to the same H x W
     (they form one batch); otherwise the request fails with an error saying so.
+A request of no images (batch of 0) fails with an error saying so, in both signatures.
+The loaded SavedModel's `variables`, `trainable_variables` and `non_trainable_variables` are
+the model's weights (each stored once, `export_archive`).
 Each version holds `assets.extra/tf_serving_warmup_requests`: one PredictionLog per signature,
 which TF Serving replays on load. The student export holds only the encoder and the student
 heads.
@@ -50,6 +53,7 @@ BYTES_SIGNATURE = "serving_bytes"
 INPUTS = {SIGNATURE: "image", BYTES_SIGNATURE: "image_bytes"}  # each signature's one input
 WARMUP_FILE = ("assets.extra", "tf_serving_warmup_requests")
 MODELS_CONFIG = "models.config"
+EMPTY_BATCH = "the request holds no images (batch of 0); send at least one"
 ROLES = ("teacher", "student")
 
 
@@ -117,26 +121,33 @@ def serving_functions(role_model: keras.Model, cfg: ExperimentConfig) -> dict:
     # a runtime check: a restored signature (and TF Serving) feeds any shape through; this
     # fails with "Shape of tensor image [H,W,3] is not compatible with expected shape
     # [?,?,?,3]" instead of an error deep inside the graph
-    return predict(tf.ensure_shape(image, [None, None, None, 3]))
+    return predict(not_empty(tf.ensure_shape(image, [None, None, None, 3]), SIGNATURE))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
   def serving_bytes(image_bytes):
-    return predict(decode_batch(image_bytes))
+    return predict(decode_batch(not_empty(image_bytes, BYTES_SIGNATURE)))
 
   return {SIGNATURE: serving_default, BYTES_SIGNATURE: serving_bytes}
 
 
+def not_empty(batch, signature: str):
+  """`batch` ([B, ...], a request's input) after a runtime check that B > 0: an empty request
+  fails with an InvalidArgumentError saying so (TF Serving's answer to it), not with an error of
+  the first layer that meets a batch of none ("scale must have the same number of elements as
+  the channels of x")."""
+  check = tf.debugging.Assert(tf.shape(batch)[0] > 0, [f"{signature}: {EMPTY_BATCH}"])
+  with tf.control_dependencies([check]):
+    return tf.identity(batch)
+
+
 def decode_batch(image_bytes):
-  """string [B] of encoded images -> uint8 [B, H, W, 3]; every image must have one size."""
+  """string [B > 0] of encoded images -> uint8 [B, H, W, 3]; every image must have one size."""
 
   def decode(data):
     image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     return tf.ensure_shape(image, [None, None, 3])
 
-  check = tf.debugging.assert_positive(tf.size(image_bytes),
-                                       message=f"{BYTES_SIGNATURE}: the request holds no image")
-  with tf.control_dependencies([check]):
-    first_size = tf.shape(decode(image_bytes[0]))
+  first_size = tf.shape(decode(image_bytes[0]))
 
   def decode_same_size(data):
     image = decode(data)
@@ -150,6 +161,37 @@ def decode_batch(image_bytes):
 
   return tf.map_fn(decode_same_size, image_bytes,
                    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def export_archive(role_model: keras.Model, functions: dict) -> keras.export.ExportArchive:
+  """An ExportArchive of `functions` ({endpoint name: tf.function}, the first is
+  serving_default) that exposes `role_model`'s weights, each stored once.
+
+  The loaded SavedModel's `variables`, `trainable_variables` and `non_trainable_variables`
+  are lists of the model's weights in the model's order (for counting parameters, inspecting
+  and fine-tuning, as Keras' own `ExportArchive.track` offers). They hold the tf.Variables
+  behind the Keras variables, the very objects the functions capture, so the SavedModel
+  stores each once. Not `archive.track(role_model)`: Keras 3.15 then saves the Keras
+  variables and the captured tf.Variables separately, every weight twice (BUILD_NOTES.md,
+  "SavedModel size").
+  """
+  archive = keras.export.ExportArchive()
+  for name, function in functions.items():
+    archive.add_endpoint(name, function)
+  for collection in ("variables", "trainable_variables", "non_trainable_variables"):
+    archive.add_variable_collection(
+        collection, [_tf_variable(v) for v in getattr(role_model, collection)])
+  return archive
+
+
+def _tf_variable(variable) -> tf.Variable:
+  """The tf.Variable holding a Keras variable's value (TensorFlow backend), outside a layer
+  call (where mixed precision would cast it)."""
+  value = variable.value
+  if not isinstance(value, tf.Variable):
+    raise TypeError(f"{variable.path}: expected a tf.Variable behind the Keras variable (the "
+                    f"TensorFlow backend), got {type(value).__name__}")
+  return value
 
 
 def warmup_records(cfg: ExperimentConfig, model_name: str) -> list:
@@ -190,12 +232,7 @@ def export_role(role_model: keras.Model, cfg: ExperimentConfig, path: str,
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists (an exported version); pass --overwrite to "
                           "replace it, or choose another --version or --export_dir")
-  # no `archive.track(role_model)`: Keras 3.15 then saves every variable twice (once as the
-  # Keras variable, once as the tf.Variable the endpoints capture); the endpoints' own capture
-  # is all a SavedModel needs (BUILD_NOTES.md, "SavedModel size")
-  archive = keras.export.ExportArchive()
-  for name, function in serving_functions(role_model, cfg).items():
-    archive.add_endpoint(name, function)
+  archive = export_archive(role_model, serving_functions(role_model, cfg))
   model_name = model_name or os.path.basename(os.path.dirname(os.path.abspath(path)))
   records = warmup_records(cfg, model_name)
   _write_in_place_of(archive, path, lambda tmp: write_warmup(tmp, records))

@@ -29,6 +29,8 @@ import glob
 import io
 import json
 import os
+import queue
+import time
 import urllib.error
 import urllib.request
 
@@ -232,18 +234,57 @@ def grpc_predict(server: str, model: str, signature: str, images: list,
   else:
     batch = np.stack([check_image(p, "image") for p in images])
   request = serving_protos.predict_request(model, signature, {INPUTS[signature]: batch})
+  deadline = time.monotonic() + timeout
   with grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", -1),
                                               ("grpc.max_send_message_length", -1)]) as channel:
+    connected = _connect(grpc, channel, server, timeout)
     call = channel.unary_unary(serving_protos.PREDICT_METHOD,
                                request_serializer=lambda m: m.SerializeToString(),
                                response_deserializer=protos.PredictResponse.FromString)
     try:
-      response = call(request, timeout=timeout)
+      # not connected: the call fails at once with the channel's reason (refused, DNS, ...)
+      response = call(request, timeout=max(deadline - time.monotonic(), 0.001))
     except grpc.RpcError as e:
+      if not connected:
+        raise ServerError(f"{_unreachable(server)}: {_one_line(e.details() or '')}") from e
+      if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise ServerError(f"the server {server} did not answer Predict of model {model!r} "
+                          f"within {timeout:g} s (--timeout)") from e
       raise ServerError(f"the server {server} answered {e.code().name} to Predict of model "
                         f"{model!r}: {_one_line(e.details() or '')}") from e
   outputs = {k: serving_protos.to_array(v) for k, v in response.outputs.items()}
   return [{k: v[i] for k, v in outputs.items()} for i in range(len(images))]
+
+
+def _connect(grpc, channel, server: str, timeout: float) -> bool:
+  """Waits for `channel` to connect: True once it is connected to a gRPC server, False when
+  the connection failed (nothing listening, an unknown host, a server that does not speak
+  gRPC); a one-line ServerError when neither happened within `timeout` seconds. Knowing this
+  before the call tells "no server" from a server answering an error status: a failed
+  connection's call fails with UNAVAILABLE, which TF Serving itself answers too (e.g. when its
+  batching queue is full)."""
+  states = queue.Queue()
+  channel.subscribe(states.put, try_to_connect=True)  # the current state, then each change
+  deadline = time.monotonic() + timeout
+  try:
+    while True:
+      try:
+        state = states.get(timeout=max(deadline - time.monotonic(), 0))
+      except queue.Empty:
+        raise ServerError(f"{_unreachable(server)}: no connection within {timeout:g} s "
+                          "(--timeout)") from None
+      if state == grpc.ChannelConnectivity.READY:
+        return True
+      if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                   grpc.ChannelConnectivity.SHUTDOWN):
+        return False
+  finally:
+    channel.unsubscribe(states.put)
+
+
+def _unreachable(server: str) -> str:
+  return (f"cannot reach the server {server} over gRPC (is TF Serving running there, and is "
+          "this its gRPC port, 8500 by default? REST is 8501, without --grpc)")
 
 
 # ---- outputs ---------------------------------------------------------------------------------

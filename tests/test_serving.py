@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import socket
 import threading
 import urllib.request
 
@@ -282,6 +283,90 @@ def test_client_prints_the_servers_error_in_one_line(tmp_path):
     serving_client.run(server, "teacher", f"{tmp_path}/*.png", str(tmp_path / "out"))
 
 
+def _free_port() -> int:
+  """A localhost port nothing listens on (bound and released: free when the test runs)."""
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def test_grpc_client_with_nothing_listening_says_it_cannot_reach_the_server(tmp_path):
+  (tmp_path / "a.png").write_bytes(_png(np.zeros((4, 4, 3), np.uint8)))
+  server = f"127.0.0.1:{_free_port()}"
+  proc = run_module("sdmtcnn_tf.serving_client", f"--server={server}", "--model=teacher",
+                    "--grpc", f"--images={tmp_path}/*.png", f"--out={tmp_path / 'out'}",
+                    check=False)
+  line = _error_line(proc)
+  # no server answered: not "the server ... answered UNAVAILABLE"
+  assert f"cannot reach the server {server} over gRPC" in line, line
+  assert "is TF Serving running" in line and "Connection refused" in line, line
+  assert "answered" not in line, line
+  # a server that is not a gRPC one (TF Serving's REST port given to --grpc): not reached either
+  with rest_server({}) as rest:
+    with pytest.raises(serving_client.ServerError,
+                       match=f"^cannot reach the server {re.escape(rest)} over gRPC"):
+      serving_client.grpc_predict(rest, "teacher", "serving_bytes", [b"png"], timeout=10)
+
+
+# ---- an untrained SD-MTCNN's exports: variables and empty requests -----------------------------
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory):
+  """An untrained SD-MTCNN at 32x32 whose teacher and student are exported by
+  export.export_role: {role: (Keras role model, SavedModel path)}."""
+  cfg = ExperimentConfig.from_flat(
+      height=32, width=32, width_multiplier=0.125, student_channels=16, num_classes=5, seed=3,
+      method="sd_mtcnn", distill="eq5").validate()
+  network, _ = experiment.build_model(cfg)
+  folder = tmp_path_factory.mktemp("tiny_exports")
+  return {role: (getattr(network, role), export.export_role(
+      getattr(network, role), cfg, str(folder / role / "1"))) for role in export.ROLES}
+
+
+@pytest.mark.slow  # exporting two roles takes about a minute on 2 cores
+def test_exports_store_each_weight_once_and_expose_the_models_variables(tiny_exports):
+  for role, (model, path) in tiny_exports.items():
+    # the checkpoint holds each weight once (not twice, as with Keras' ExportArchive.track)
+    stored = [shape for name, shape in tf.train.list_variables(
+        os.path.join(path, "variables", "variables")) if not name.startswith("_CHECKPOINTABLE")]
+    assert len(stored) == len(model.weights), role
+    assert sum(int(np.prod(shape)) for shape in stored) == sum(
+        int(np.prod(w.shape)) for w in model.weights), role
+    # ... and the loaded SavedModel exposes them, in the model's order
+    loaded = tf.saved_model.load(path)
+    for collection in ("variables", "trainable_variables", "non_trainable_variables"):
+      expected = getattr(model, collection)
+      exposed = list(getattr(loaded, collection))
+      assert len(exposed) == len(expected) > 0, (role, collection)
+      for got, want in zip(exposed, expected):
+        assert got.shape == tuple(want.shape) and got.trainable == want.trainable, want.path
+        assert np.array_equal(got.numpy(), np.asarray(want.numpy())), want.path
+    assert len(loaded.trainable_variables) + len(loaded.non_trainable_variables) == len(
+        loaded.variables)
+    # the signatures compute with these very variables: changing one changes the outputs
+    image = tf.constant(np.full((1, 32, 32, 3), 100, np.uint8))
+    before = loaded.signatures[export.SIGNATURE](image=image)["semseg_logits"].numpy()
+    for variable in loaded.trainable_variables:  # (an untrained student's heads start at 0)
+      variable.assign_add(tf.fill(variable.shape, 0.1))
+    after = loaded.signatures[export.SIGNATURE](image=image)["semseg_logits"].numpy()
+    assert not np.array_equal(before, after), role
+
+
+@pytest.mark.slow  # exporting two roles takes about a minute on 2 cores
+def test_a_request_of_no_images_is_refused_saying_so(tiny_exports):
+  message = re.escape("the request holds no images (batch of 0); send at least one")
+  for role, (_, path) in tiny_exports.items():
+    signatures = tf.saved_model.load(path).signatures
+    for size in ((32, 32), (40, 24)):  # the training size and another one
+      with pytest.raises(tf.errors.InvalidArgumentError, match=f"serving_default: {message}"):
+        signatures["serving_default"](image=tf.zeros((0, *size, 3), tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"serving_bytes: {message}"):
+      signatures["serving_bytes"](image_bytes=tf.constant([], tf.string))
+    # one image still passes
+    out = signatures["serving_bytes"](image_bytes=tf.constant([_png(np.zeros((40, 24, 3),
+                                                                             np.uint8))]))
+    assert out["depth"].shape == (1, 40, 24), role
+
+
 # ---- slow: a real export served end to end -----------------------------------------------------
 @pytest.fixture(scope="module")
 def served(smoke_run, tmp_path_factory):
@@ -310,6 +395,7 @@ def test_export_layout_warmup_sizes_and_refusals(served):
       os.path.join(serving_dir, "teacher", "1", "variables", "variables"))
       if not name.startswith("_CHECKPOINTABLE"))
   assert stored == sum(int(np.prod(w.shape)) for w in network.teacher.weights)
+  assert len(loaded.variables) == len(network.teacher.weights)  # exposed, as stored
 
   # warmup: a TFRecord of PredictionLogs, one per signature, each answered by its signature
   protos = serving_protos.classes()
