@@ -13,9 +13,11 @@ overrides that `fit` needs under this strategy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -81,6 +83,57 @@ def cluster_task(environ=os.environ) -> ClusterTask:
        f'"task.index" in 0..{size - 1} (the "{task["type"]}" job has {size} address(es))', index)
   return ClusterTask(task["type"], index, sum(len(a) for a in cluster.values()),
                      has_chief="chief" in cluster)
+
+
+def is_chief(cfg: ExperimentConfig) -> bool:
+  """Whether this process is the run's chief: the one process of a run without
+  --distribution=multi_worker, else the TF_CONFIG chief. Only the chief writes --model_dir and
+  prints progress and results (Keras' convention: verbose=0 on the other workers)."""
+  return cfg.run.distribution != "multi_worker" or cluster_task().is_chief
+
+
+class LostWorkerError(ConnectionError):
+  """Another worker of the cluster stopped (killed, failed) or cannot be reached, so this one
+  cannot go on: not a bug here (an OSError: the CLI prints one line)."""
+
+
+# what a collective op raises when a peer is gone (gRPC UNAVAILABLE mostly; TF keeps the status
+# code when it aborts the other collectives)
+_LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                     tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+
+
+def _lost_peer_summary(error: tf.errors.OpError, task: ClusterTask) -> str:
+  """`worker 1 (UnavailableError: recvmsg:Connection reset by peer)` from the error of a
+  collective op whose peer is gone. Its message (~60 lines) holds TensorFlow's stack of the op
+  (indented, blank-separated), then the cause and a gRPC dump, or the coordination service's
+  `The following tasks are unhealthy (stopped sending heartbeats):` and the task names."""
+  peers = [f"{job} {index}" for job, index in
+           re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", error.message)
+           if (job, int(index)) != (task.task_type, task.task_index)]
+  lines = [line for line in error.message.splitlines() if line.strip()
+           and not line[0].isspace() and not line.startswith(("Graph execution error",
+                                                             "Detected at node"))]
+  cause = " ".join(lines[:2] if lines and lines[0].endswith(":") else lines[:1])
+  cause = re.sub(r"^Collective ops is aborted by: ", "", cause)
+  what = f"{type(error).__name__}: {cause}" if cause else type(error).__name__
+  return f"{peers[0] if peers else 'another worker'} ({what})"
+
+
+@contextlib.contextmanager
+def one_line_on_lost_worker(task):
+  """Inside it, the error a collective op raises when another worker of `task`'s cluster is gone
+  becomes one LostWorkerError naming that worker (no traceback: the launch or the cluster
+  names the worker that died). `task` None (one process): nothing changes."""
+  try:
+    yield
+  except _LOST_PEER_ERRORS as e:
+    if task is None:
+      raise
+    raise LostWorkerError(
+        f"{task.name} of {task.num_workers} stopped: lost contact with "
+        f"{_lost_peer_summary(e, task)}; once every worker runs again, the same command resumes "
+        "from the chief's last backup") from e
 
 
 def make_strategy(cfg: ExperimentConfig) -> tf.distribute.Strategy:

@@ -7,11 +7,13 @@ A run directory may be copied or moved: the same command with --model_dir=<its n
 resumes it there, and --data_dir may name where its data is now (config.LOCATION_FIELDS).
 
 --distribution=multi_worker (TF_CONFIG, see distribute.py; `python -m sdmtcnn_tf.launch` on one
-machine): every worker runs this same command and the same steps. Only the chief writes
---model_dir (and holds its lock); every other worker writes its copies of the same files into
-a temporary directory that is removed when it ends (TensorFlow's rule for multi-worker saving:
-every worker runs the same saves and evaluations, so any collective they involve stays in step). Every worker resumes from the
-chief's backup, so --model_dir must be one shared folder on a cluster.
+machine): every worker runs this same command and the same steps. Only the chief prints progress
+and the results table, and writes --model_dir (and holds its lock); every other worker writes
+its copies of the same files into a temporary directory that is removed when it ends
+(TensorFlow's rule for multi-worker saving: every worker runs the same saves and evaluations, so
+any collective they involve stays in step). Every worker resumes from the chief's backup, so
+--model_dir must be one shared folder on a cluster. A worker whose peer died stops with one line
+naming it (distribute.one_line_on_lost_worker).
 """
 
 from __future__ import annotations
@@ -80,19 +82,20 @@ def train(cfg: ExperimentConfig) -> dict:
   if not cfg.run.model_dir:
     raise ValueError(f"--model_dir is required: give a run directory, e.g. {START_EXAMPLE}")
   task = distribute.cluster_task() if cfg.run.distribution == "multi_worker" else None
-  # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
-  strategy = distribute.make_strategy(cfg)
-  if task is None or task.is_chief:
-    with rundir.locked(cfg.run.model_dir, "sdmtcnn_tf.train"):
-      return _train(cfg, cfg.run.model_dir, strategy)
-  scratch = tempfile.mkdtemp(prefix=f"sdmtcnn_{task.task_type}{task.task_index}_")
-  print(f"{task.name} of {task.num_workers}: the chief writes {cfg.run.model_dir}; this worker "
-        f"writes its copies to {scratch} (removed at the end)", flush=True)
-  try:
-    with rundir.locked(scratch, "sdmtcnn_tf.train"):
-      return _train(cfg, scratch, strategy)
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
+  with distribute.one_line_on_lost_worker(task):  # another worker died: one line, not ~60
+    # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
+    strategy = distribute.make_strategy(cfg)
+    if distribute.is_chief(cfg):
+      with rundir.locked(cfg.run.model_dir, "sdmtcnn_tf.train"):
+        return _train(cfg, cfg.run.model_dir, strategy)
+    scratch = tempfile.mkdtemp(prefix=f"sdmtcnn_{task.task_type}{task.task_index}_")
+    print(f"{task.name} of {task.num_workers}: the chief writes {cfg.run.model_dir}; this "
+          f"worker writes its copies to {scratch} (removed at the end)", flush=True)
+    try:
+      with rundir.locked(scratch, "sdmtcnn_tf.train"):
+        return _train(cfg, scratch, strategy)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
@@ -147,7 +150,8 @@ def _train(cfg: ExperimentConfig, write_dir: str, strategy) -> dict:
   ]
   model.fit(train_ds, validation_data=val_ds, epochs=cfg.optim.epochs,
             steps_per_epoch=cfg.optim.steps_per_epoch or None, callbacks=callbacks,
-            verbose=cfg.run.verbose, shuffle=False,
+            verbose=cfg.run.verbose if chief else 0,  # the chief alone shows progress
+            shuffle=False,
             validation_freq=[e for e in range(1, cfg.optim.epochs + 1)
                              if e % cfg.run.validation_freq == 0 or e == cfg.optim.epochs])
   if cfg.run.precise_bn_batches:
@@ -174,7 +178,8 @@ def main(argv):
     dry_run(cfg)
     return
   metrics = train(cfg)
-  print(evaluate.format_table({"value": metrics}))
+  if distribute.is_chief(cfg):  # every worker has them; one table is enough
+    print(evaluate.format_table({"value": metrics}))
 
 
 if __name__ == "__main__":
