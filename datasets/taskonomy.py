@@ -30,6 +30,10 @@ Decoding (the stored values, per task):
   edge_texture      16-bit, divided by --label_scale (65535) -> [0, 1]. Bilinear.
 Splits: building lists (--train_buildings / --val_buildings / --test_buildings) or
 --split_file with `building,split` lines.
+
+The records keep these physical units; training maps depth, keypoints and edges to Standley et
+al.'s standardised values (the paper's protocol) under --taskonomy_label_units=standley, the
+default (sdmtcnn_tf/data/taskonomy_units.py).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from absl import flags
 
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import schema
+from sdmtcnn_tf.data import taskonomy_units
 
 from datasets import checks
 from datasets import cli
@@ -64,7 +69,7 @@ NUM_SOURCE_LABELS = 18  # segment_semantic values 0..17
 # names are not in the sources we could read, so they are named by their Taskonomy id.
 CLASS_NAMES = ("background",) + tuple(f"taskonomy_{i}" for i in range(2, NUM_SOURCE_LABELS))
 DEPTH_MISSING = 65535
-DEPTH_UNITS_PER_METRE = 512.0
+DEPTH_UNITS_PER_METRE = taskonomy_units.DEPTH_PNG_PER_METRE
 
 
 def build_flags() -> flags.FlagValues:

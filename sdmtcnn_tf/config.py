@@ -23,6 +23,7 @@ import os
 from absl import flags
 
 from sdmtcnn_tf import tasks as tasks_lib
+from sdmtcnn_tf.data import taskonomy_units
 
 DISTILLS = ("none", "eq5", "eq6")
 BACKBONES = ("segnet", "unet")
@@ -35,6 +36,10 @@ OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 HINT_REDUCTIONS = ("mean", "sum")
 HINT_SOURCES = ("default", "mirrored", "deepest")
+# MTAN's conv init (PyTorch nn.init.xavier_normal_, untruncated) | Keras' GlorotNormal (truncated)
+KERNEL_INITIALIZERS = ("xavier_normal", "glorot_normal")
+# Taskonomy labels: Standley et al.'s standardised PNG values | the converter's units
+TASKONOMY_LABEL_UNITS = taskonomy_units.UNITS
 
 
 def option(default, help_text: str, choices: tuple | None = None, flag: str | None = None):
@@ -72,9 +77,23 @@ class DataConfig:
   eval_batch_size: int = option(2, "Evaluation batch size (a multiple of --legacy_batch_size).")
   legacy_batch_size: int = option(2, "Batch size of the per-batch legacy (paper-comparable) "
                                      "metrics.")
+  taskonomy_label_units: str = option(
+      "standley", "--dataset=taskonomy: the units the depth, keypoints and edges labels train "
+                  "and evaluate in: standley (Standley et al.'s taskgrouping loader, the "
+                  "paper's protocol: depth (z - 1500) / 1000 with z the depth_zbuffer PNG value "
+                  "(1/512 m), valid below z = 8192; keypoints (k - 50) / 100; edges "
+                  "(e - 718) / 1070) | converted (as datasets.taskonomy stores them: metres, "
+                  "PNG / 65535). Other datasets keep their converted units.",
+      choices=TASKONOMY_LABEL_UNITS)
   # synthetic data (used when dataset == "synthetic")
   synthetic_num_train: int = option(64, "Synthetic training images generated when absent.")
   synthetic_num_val: int = option(16, "Synthetic validation images generated when absent.")
+
+  @property
+  def label_units(self) -> str:
+    """The units the labels train and evaluate in: --taskonomy_label_units for Taskonomy,
+    "converted" (the records' own) for every other dataset."""
+    return self.taskonomy_label_units if self.dataset == "taskonomy" else "converted"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +117,12 @@ class ModelConfig:
   sync_batchnorm: bool = option(False, "Synchronise BatchNorm statistics across replicas.")
   adaptation: str = option("conv1x1", "Adaptation layer: conv1x1 | bottleneck.",
                            choices=ADAPTATIONS)
+  kernel_initializer: str = option(
+      "xavier_normal", "Kernel initialiser of the SegNet/U-Net convolutions and task heads: "
+                       "xavier_normal (MTAN's PyTorch nn.init.xavier_normal_: a normal of std "
+                       "sqrt(2 / (fan_in + fan_out)), untruncated) | glorot_normal (Keras': the "
+                       "same std, truncated at 2 standard deviations).",
+      choices=KERNEL_INITIALIZERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +190,8 @@ class OptimConfig:
   task_weights: tuple = option((), "Comma list of loss weights, one per --tasks entry (default "
                                    "all 1).")
   optimizer: str = option("adam", "adam (MTAN's) | sgd (momentum 0.9).", choices=OPTIMIZERS)
+  adam_epsilon: float = option(1e-8, "Adam's epsilon (PyTorch's default 1e-8, MTAN's; Keras' "
+                                     "default is 1e-7).")
   max_loss: float = option(1e6, "Stop training (as on NaN) when the total loss exceeds this: the "
                                 "run diverged.")
 
@@ -350,6 +377,12 @@ class ExperimentConfig:
     need(levels == list(range(5, 5 - len(levels), -1)), "student_levels",
          "a contiguous run of levels starting at 5 (e.g. 5,4,3)", model.student_levels)
     need(optim.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", optim.optimizer)
+    need(math.isfinite(optim.adam_epsilon) and optim.adam_epsilon > 0, "adam_epsilon",
+         "a finite value > 0", optim.adam_epsilon)
+    need(model.kernel_initializer in KERNEL_INITIALIZERS, "kernel_initializer",
+         f"one of {KERNEL_INITIALIZERS}", model.kernel_initializer)
+    need(data.taskonomy_label_units in TASKONOMY_LABEL_UNITS, "taskonomy_label_units",
+         f"one of {TASKONOMY_LABEL_UNITS}", data.taskonomy_label_units)
     need(all(t in data.tasks for t in method.teaching_tasks), "teaching_tasks",
          f"a subset of --tasks={','.join(data.tasks)}", method.teaching_tasks)
     methods.get(method.name).validate(self)  # each method checks the flags it reads
@@ -366,11 +399,12 @@ class ExperimentConfig:
   @classmethod
   def from_json(cls, raw: dict) -> "ExperimentConfig":
     """The validated config of a flat config.json dict; a flag absent from it (added since
-    the run was written) keeps its default."""
+    the run was written) takes the value such runs had (`with_absent_flags`)."""
     unknown = sorted(set(raw) - set(FLAG_FIELDS))
     if unknown:
       raise ValueError(f"config has unknown field(s) {unknown}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    values = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in with_absent_flags(raw).items()}
     if isinstance(values.get("mixed_precision"), bool):  # runs written when it was a boolean
       values["mixed_precision"] = "mixed_float16" if values["mixed_precision"] else "off"
     return cls.from_flat(**values).validate()
@@ -401,6 +435,27 @@ def _route(name: str) -> tuple:
 
 
 CONFIG_NAME = "config.json"
+
+
+def values_before_flags(raw: dict) -> dict:
+  """The flags whose default changes what a run does (the paper-faithful values, added in one
+  fidelity change), each with the value a run ran with before the flag existed, for a flat
+  config.json dict `raw` (a flag that did not affect that run is left out)."""
+  values = {"kernel_initializer": "glorot_normal"}  # Keras' truncated GlorotNormal
+  if raw.get("optimizer", "adam") == "adam":
+    values["adam_epsilon"] = 1e-7  # Keras' default
+  if raw.get("dataset") == "taskonomy":
+    values["taskonomy_label_units"] = "converted"  # the records' metres and PNG / 65535
+  return values
+
+
+def with_absent_flags(raw: dict) -> dict:
+  """A flat config.json dict completed with every flag it lacks (added since the run was
+  written): the value the run had before the flag existed (`values_before_flags`), else the
+  flag's default, which reproduces what runs did before it existed. So an old run loads as
+  it ran (evaluate, export, resuming, reports)."""
+  defaults = {**ExperimentConfig().to_json(), **values_before_flags(raw)}
+  return {**{k: v for k, v in defaults.items() if k not in raw}, **raw}
 
 
 def to_flags_text(cfg: ExperimentConfig) -> str:
@@ -509,7 +564,8 @@ def parse_flagfile(*paths: str, **overrides) -> ExperimentConfig:
 MODEL_FIELDS = ("dataset", "tasks", "num_classes", "height", "width", "method", "distill",
                 "full", "backbone", "decoder", "width_multiplier", "student_channels",
                 "student_levels", "student_exits", "student_exit", "hint_levels",
-                "teaching_tasks", "adaptation", "hint_source", "two_way")
+                "teaching_tasks", "adaptation", "hint_source", "two_way",
+                "taskonomy_label_units")
 
 
 def run_overrides(flag_values, model_dir: str, settable: tuple) -> dict:

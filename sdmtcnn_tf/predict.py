@@ -44,6 +44,7 @@ class RunPredictor:
     from sdmtcnn_tf import experiment
     self.cfg, _, self.model = experiment.load_trained(model_dir)
     self.tasks = list(self.cfg.task_specs)
+    self.label_units = self.cfg.data.label_units  # the units its predictions are in
     self.size = (self.cfg.data.height, self.cfg.data.width)
 
   def fit(self, image: np.ndarray) -> np.ndarray:
@@ -73,6 +74,8 @@ class ExportPredictor:
     first = next(iter(self.models.values())).signatures[self.signature](image=tf.constant(probe))
     self.tasks = export_tasks({k: v.numpy()[0] for k, v in first.items()}, num_classes)
     self.size = None
+    # a SavedModel does not record --taskonomy_label_units: labels shown as converted
+    self.label_units = "converted"
 
   def fit(self, image: np.ndarray) -> np.ndarray:
     scale = MAX_SIDE / max(image.shape[:2])
@@ -137,16 +140,18 @@ def read_images(pattern: str) -> list:
   return [(stem, read_image(path)[1], None) for stem, path in zip(stems, paths)]
 
 
-def read_records(data_dir: str, split: str, count: int, tasks) -> tuple:
+def read_records(data_dir: str, split: str, count: int, tasks,
+                 label_units: str = "converted") -> tuple:
   """(examples, class names) of the first `count` examples of `split` in `data_dir`, with
-  the labels of `tasks` as label maps."""
+  the labels of `tasks` as label maps, in `label_units` (pipeline.make_dataset)."""
   from sdmtcnn_tf.data import pipeline, schema
   manifest = schema.read_manifest(data_dir)
   classes = next((t.channels for t in tasks if t.uses_classes), None)
   pipeline.check_dataset(data_dir, split, [t.name for t in tasks], manifest.height,
                          manifest.width, classes)
   ds = pipeline.make_dataset(data_dir, manifest, split, [t.name for t in tasks], 1,
-                             training=False, with_keys=True).take(count)
+                             training=False, with_keys=True,
+                             label_units=label_units).take(count)
   out = []
   for keys, images, labels in ds:
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", keys.numpy()[0].decode())
@@ -179,7 +184,8 @@ def run(out: str, model_dir: str = "", export_dir: str = "", images: str = "",
       classes = schema.read_manifest(data_dir).num_classes
     predictor = ExportPredictor(export_dir, classes)
   if data_dir:
-    examples, class_names = read_records(data_dir, split, count, predictor.tasks)
+    examples, class_names = read_records(data_dir, split, count, predictor.tasks,
+                                         predictor.label_units)
   written = []
   for name, image, truth in examples:
     if truth is None:

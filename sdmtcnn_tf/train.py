@@ -62,8 +62,8 @@ def _check_same_run(cfg: ExperimentConfig, model_dir: str) -> None:
   path = os.path.join(model_dir, config_lib.CONFIG_NAME)
   if not os.path.exists(path):
     return
-  with open(path) as f:  # a field added since the run started holds its default there
-    previous = {**ExperimentConfig().to_json(), **json.load(f)}
+  with open(path) as f:  # a field added since the run started holds the value it ran with
+    previous = config_lib.with_absent_flags(json.load(f))
   current = cfg.to_json()
   may_change = {*RESUME_MAY_CHANGE, *config_lib.LOCATION_FIELDS}
   differ = sorted(k for k in current if k not in may_change and previous.get(k) != current[k])

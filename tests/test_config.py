@@ -21,14 +21,17 @@ NON_DEFAULT = dict(
     width_multiplier=0.5, student_channels=32, student_levels=(5, 4), adaptation="bottleneck",
     method="sd_mtcnn", distill="eq6", full=True, hint_levels=(4, 5), teaching_tasks=("depth",),
     hint_source="deepest", hint_reduction="sum", two_way=True, alpha=0.4,
-    optimizer="sgd", task_weights=(1.0, 0.5), learning_rate=1e-3, epochs=3,
+    optimizer="sgd", task_weights=(1.0, 0.5), learning_rate=1e-3, epochs=3, adam_epsilon=1e-3,
+    kernel_initializer="glorot_normal", taskonomy_label_units="converted",
     model_dir="/runs/x", seed=7, deterministic=True, verbose=2, distribution="mirrored")
 
 ENUMS = {"dataset": config_lib.DATASETS, "distill": config_lib.DISTILLS,
          "backbone": config_lib.BACKBONES, "decoder": config_lib.DECODERS,
          "distribution": config_lib.DISTRIBUTIONS, "adaptation": config_lib.ADAPTATIONS,
          "optimizer": config_lib.OPTIMIZERS, "hint_reduction": config_lib.HINT_REDUCTIONS,
-         "hint_source": config_lib.HINT_SOURCES}
+         "hint_source": config_lib.HINT_SOURCES,
+         "kernel_initializer": config_lib.KERNEL_INITIALIZERS,
+         "taskonomy_label_units": config_lib.TASKONOMY_LABEL_UNITS}
 
 
 def _non_default() -> ExperimentConfig:
@@ -77,7 +80,10 @@ def test_flags_text_round_trip(tmp_path):
 
 def test_an_old_config_json_keeps_defaults_for_missing_flags_and_rejects_unknown_ones():
   cfg = ExperimentConfig.from_json({"height": 64, "method": "sd_vanilla", "distill": "eq5"})
-  assert cfg == ExperimentConfig.from_flat(height=64, method="sd_vanilla", distill="eq5")
+  # (the flags whose paper-faithful default changed behaviour keep the value the run had:
+  # config.values_before_flags, tests/test_fidelity.py)
+  assert cfg == ExperimentConfig.from_flat(height=64, method="sd_vanilla", distill="eq5",
+                                           adam_epsilon=1e-7, kernel_initializer="glorot_normal")
   with pytest.raises(ValueError, match="unknown field.*no_such_flag"):
     ExperimentConfig.from_json({"height": 64, "no_such_flag": 1})
 

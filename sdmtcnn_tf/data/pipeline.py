@@ -13,6 +13,7 @@ import tensorflow as tf
 from sdmtcnn_tf import tasks as tasks_lib
 from sdmtcnn_tf.data import augment as augment_lib
 from sdmtcnn_tf.data import schema
+from sdmtcnn_tf.data import taskonomy_units
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -65,9 +66,16 @@ def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, ba
                  training: bool, augment: bool = False, seed: int = 0,
                  deterministic: bool = False, shuffle_buffer: int = 256,
                  with_keys: bool = False, repeat: bool = False,
-                 drop_remainder: bool | None = None) -> tf.data.Dataset:
-  """Builds the batched dataset of `split`. batch_size is the GLOBAL batch size."""
+                 drop_remainder: bool | None = None,
+                 label_units: str = "converted") -> tf.data.Dataset:
+  """Builds the batched dataset of `split`. batch_size is the GLOBAL batch size.
+  label_units: "converted" (the records' units) or "standley" (Taskonomy records in Standley
+  et al.'s units, data/taskonomy_units.py; `ExperimentConfig.data.label_units`)."""
   tasks = list(tasks)
+  if label_units not in taskonomy_units.UNITS:
+    raise ValueError(f"label_units={label_units!r}: expected one of {taskonomy_units.UNITS}")
+  png_per_unit = (taskonomy_units.png_per_stored_unit(manifest, data_dir)
+                  if label_units == "standley" else {})
   paths = schema.shard_paths(data_dir, manifest, split)
   files = tf.data.Dataset.from_tensor_slices(paths)
   if training:
@@ -92,6 +100,10 @@ def make_dataset(data_dir: str, manifest: schema.Manifest, split: str, tasks, ba
     ds = tf.data.Dataset.zip((ds, seeds)).map(
         lambda ex, s: (ex[0], *augment_lib.augment(ex[1], ex[2], tf.cast(s, tf.int32),
                                                    manifest.depth_unit)),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+  if png_per_unit:  # after augmentation: its zoom divides metres
+    ds = ds.map(lambda key, image, labels: (
+        key, image, taskonomy_units.to_standley(labels, png_per_unit)),
         num_parallel_calls=AUTOTUNE, deterministic=True)
   if with_keys:
     ds = ds.map(lambda key, image, labels: (key, image, labels))

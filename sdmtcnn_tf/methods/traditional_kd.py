@@ -24,7 +24,7 @@ def default_teacher_config(cfg):
 
 def check_teacher(teacher_cfg, cfg, source: str = "the teacher") -> None:
   """The teacher must be a vanilla run on the same data as `cfg` (the same tasks as a set,
-  classes and size). Raises ValueError naming `source`."""
+  classes, size and label units). Raises ValueError naming `source`."""
   if teacher_cfg.method.name != "vanilla":
     raise ValueError(f"{source} holds a {teacher_cfg.method.name} run; traditional_kd distils a "
                      "trained vanilla (Baseline-1) teacher")
@@ -33,6 +33,9 @@ def check_teacher(teacher_cfg, cfg, source: str = "the teacher") -> None:
     return sorted(mine) != sorted(theirs) if field == "tasks" else mine != theirs
   differ = [f"{f}: teacher {teacher_cfg.flag_value(f)!r} vs this run {cfg.flag_value(f)!r}"
             for f in ("tasks", "num_classes", "height", "width") if differs(f)]
+  if teacher_cfg.data.label_units != cfg.data.label_units:  # its outputs are in its units
+    differ.append(f"label units: teacher {teacher_cfg.data.label_units!r} vs this run "
+                  f"{cfg.data.label_units!r} (--taskonomy_label_units)")
   if differ:
     raise ValueError(f"{source} was trained on other data: " + "; ".join(differ))
 

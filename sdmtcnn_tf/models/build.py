@@ -46,7 +46,8 @@ def build_network(cfg: ExperimentConfig,
   """
   method = methods.get(cfg.method.name)
   image = keras.Input((cfg.data.height, cfg.data.width, 3), name=IMAGE_INPUT)
-  outputs, teacher, student, frozen_teacher = method.build(image, cfg, teacher_cfg)
+  with L.kernel_initializer_scope(cfg.model.kernel_initializer):
+    outputs, teacher, student, frozen_teacher = method.build(image, cfg, teacher_cfg)
   name = f"{cfg.method.name}_{cfg.model.backbone}"
   return Network(
       model=keras.Model(image, outputs, name=name),

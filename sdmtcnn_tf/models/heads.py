@@ -17,7 +17,8 @@ def _activate(x, spec: Task, name: str):
 
 
 def teacher_head(feature, spec: Task, name: str):
-  """MTAN's prediction head: 3x3 conv (C->C) then 1x1 conv to the task's channels, no BN/ReLU.
+  """MTAN's prediction head: 3x3 conv (C->C) then 1x1 conv to the task's channels, no BN/ReLU
+  (kernels initialised by `layers.kernel_initializer()`, as MTAN's).
 
   Args:
     feature: [B, H, W, C] full-resolution decoder feature.
@@ -26,9 +27,9 @@ def teacher_head(feature, spec: Task, name: str):
     vectors (normals).
   """
   channels = feature.shape[-1]
-  x = L.Conv2D(channels, 3, padding="same", kernel_initializer="glorot_normal",
+  x = L.Conv2D(channels, 3, padding="same", kernel_initializer=L.kernel_initializer(),
                name=f"{name}_conv3")(feature)
-  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
+  x = layers.Conv2D(spec.channels, 1, kernel_initializer=L.kernel_initializer(),
                     bias_initializer=keras.initializers.Constant(spec.output_bias),
                     name=f"{name}_conv1")(x)
   return _activate(x, spec, name)
@@ -60,7 +61,7 @@ def student_head(encoded, spec: Task, channels: int, height: int, width: int, na
 
 def _output(x, spec: Task, height: int, width: int, name: str):
   """1x1 output conv, bilinear upsampling to (height, width), activation."""
-  x = layers.Conv2D(spec.channels, 1, kernel_initializer="glorot_normal",
+  x = layers.Conv2D(spec.channels, 1, kernel_initializer=L.kernel_initializer(),
                     bias_initializer=keras.initializers.Constant(spec.output_bias),
                     name=f"{name}_out")(x)
   x = layers.Resizing(height, width, interpolation="bilinear", name=f"{name}_resize")(x)

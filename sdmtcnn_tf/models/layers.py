@@ -11,9 +11,44 @@ are Keras' layers (same weights and config) computed faster on CPUs (BUILD_NOTES
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import tensorflow as tf
 from keras import layers
+
+# --kernel_initializer of the network being built (build_network sets it, `kernel_initializer`
+# reads it); outside a build, MTAN's
+_KERNEL_INITIALIZER = contextvars.ContextVar("kernel_initializer", default="xavier_normal")
+
+
+@contextlib.contextmanager
+def kernel_initializer_scope(kind: str):
+  """Within the block, MTAN's convolutions (`kernel_initializer`) initialise as `kind`."""
+  kernel_initializer(kind)  # an unknown kind fails here, before anything is built
+  token = _KERNEL_INITIALIZER.set(kind)
+  try:
+    yield
+  finally:
+    _KERNEL_INITIALIZER.reset(token)
+
+
+def kernel_initializer(kind: str | None = None) -> keras.initializers.Initializer:
+  """A new kernel initializer for one of MTAN's convolutions (conv-BN-ReLU and the task heads),
+  of `kind` (default: the build's --kernel_initializer):
+    xavier_normal  PyTorch's nn.init.xavier_normal_, MTAN's init: a normal of std
+                   sqrt(2 / (fan_in + fan_out)), not truncated;
+    glorot_normal  Keras' GlorotNormal: the same std from a normal truncated at 2 of its own
+                   standard deviations (no value beyond 2.27 sqrt(2 / (fan_in + fan_out))).
+  fan_in = k*k*Cin and fan_out = k*k*Cout, as both libraries compute them for a conv kernel."""
+  kind = kind or _KERNEL_INITIALIZER.get()
+  if kind == "xavier_normal":
+    return keras.initializers.VarianceScaling(scale=1.0, mode="fan_avg",
+                                              distribution="untruncated_normal")
+  if kind == "glorot_normal":
+    return keras.initializers.GlorotNormal()
+  raise ValueError(f"--kernel_initializer={kind}: expected xavier_normal or glorot_normal")
 
 
 def full_precision() -> str:
@@ -127,14 +162,15 @@ def batch_norm(name: str, sync_batchnorm: bool = False) -> layers.BatchNormaliza
 
 
 def conv_bn_relu(x, filters: int, name: str, sync_batchnorm: bool = False):
-  """3x3 conv (with bias, Xavier-normal init, as MTAN) -> BatchNorm -> ReLU.
+  """3x3 conv (with bias; kernel init `kernel_initializer()`, by default MTAN's untruncated
+  Xavier normal; bias 0) -> BatchNorm -> ReLU.
 
   Args:
     x: [B, H, W, Cin] tensor.
   Returns:
     [B, H, W, filters] tensor.
   """
-  x = Conv2D(filters, 3, padding="same", kernel_initializer="glorot_normal",
+  x = Conv2D(filters, 3, padding="same", kernel_initializer=kernel_initializer(),
              name=f"{name}_conv")(x)
   x = batch_norm(f"{name}_bn", sync_batchnorm)(x)
   return layers.ReLU(name=f"{name}_relu")(x)

@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from sdmtcnn_tf import tasks as tasks_lib
+from sdmtcnn_tf.data import taskonomy_units
 from sdmtcnn_tf.report import gain, paper_tables
 from sdmtcnn_tf.report import runs as runs_lib
 
@@ -67,21 +68,33 @@ def metric_key(task, metric: str, definitions: str = "paper") -> str:
   return f"{task.name}_{legacy if use_legacy else metric}"
 
 
-def task_columns(task, definitions: str = "paper") -> list:
-  """The columns of one Task object."""
+def task_columns(task, definitions: str = "paper", unit: str = "") -> list:
+  """The columns of one Task object; `unit` (e.g. "m"), where given, ends each title."""
   spec = PAPER_METRICS.get(task.name, ((f"{task.name} {task.headline}", task.headline, ""),))
-  return [Column(title, task.name, metric, metric_key(task, metric, definitions),
+  suffix = f" ({unit})" if unit else ""
+  return [Column(title + suffix, task.name, metric, metric_key(task, metric, definitions),
                  task.primary_metrics[metric], paper)
           for title, metric, paper in spec if metric in task.primary_metrics]
 
 
 def columns(groups, definitions: str = "paper") -> list:
-  """The columns of every task of `groups` (their union, in the registry's task order)."""
-  tasks = {}
+  """The columns of every task of `groups` (their union, in the registry's task order), titled
+  with the unit of the groups' labels where it is stated (data/taskonomy_units.py); ValueError
+  when groups hold one task's labels in different units."""
+  tasks, units = {}, {}
   for g in groups:
     for task in g.cfg.task_specs:
       tasks.setdefault(task.name, task)
-  return [c for name in tasks_lib.canonical(tasks) for c in task_columns(tasks[name], definitions)]
+      units.setdefault(task.name, {}).setdefault(taskonomy_units.unit(task.name, g.cfg.data),
+                                                 g.name)
+  mixed = {name: found for name, found in units.items() if len(found) > 1}
+  if mixed:
+    name, found = next(iter(mixed.items()))
+    raise ValueError(f"the runs hold {name} labels in different units ("
+                     + "; ".join(f"{u or 'unstated'} in {g}" for u, g in found.items())
+                     + "): report them separately")
+  return [c for name in tasks_lib.canonical(tasks)
+          for c in task_columns(tasks[name], definitions, next(iter(units[name])))]
 
 
 # ---- statistics ------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from sdmtcnn_tf.tasks.base import ZeroMarksInvalid
 
 class Depth(ZeroMarksInvalid):
   """Labels float32 [H, W, 1] in metres or disparity (the manifest's depth_unit), 0 = invalid
-  (stored float32: depth is never quantised). Outputs linear [B, H, W, 1]."""
+  (stored float32: depth is never quantised); Taskonomy under --taskonomy_label_units=standley
+  trains on Standley's standardised values, negative too (data/taskonomy_units.py). Outputs
+  linear [B, H, W, 1]."""
 
   name = "depth"
   storage_dtype = np.float32
@@ -45,8 +47,8 @@ class Depth(ZeroMarksInvalid):
     return out
 
   def shown_values(self, value):
-    return value[np.isfinite(value) & (value > 0)].ravel()
+    return value[np.isfinite(value) & (value != 0)].ravel()
 
   def colourise(self, value, value_range=None):
     out = super().colourise(value, value_range)
-    return np.where((value > 0)[..., None], out, np.uint8(0))  # 0 = no depth: black
+    return np.where((value != 0)[..., None], out, np.uint8(0))  # 0 = no depth: black
