@@ -21,7 +21,6 @@ records counts, image size, tasks, classes, units and a SHA-256 per shard.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Iterable, Mapping
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from sdmtcnn_tf import tasks as tasks_lib
+from sdmtcnn_tf.integrity import sha256 as file_sha256  # the one sha256 of a file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -181,14 +181,6 @@ class Manifest:
     out["class_names"] = list(self.class_names)
     out["splits"] = {k: [dataclasses.asdict(s) for s in v] for k, v in self.splits.items()}
     return out
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def write_split(out_dir: str, split: str, examples: Iterable[bytes], num_shards: int,
