@@ -98,3 +98,34 @@ def test_every_command_help_is_quiet_with_onednn_on(command):
   proc = run(["-m", command, "--help"], "1")
   assert "--" in proc.stdout, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
   assert proc.stderr == "", proc.stderr[-2000:]
+
+
+def test_float16_labels_decode_exactly_for_every_bit_pattern():
+  """Normals, keypoints and edges are stored as float16; they are decoded without a float16
+  tensor (schema.float16_bits_to_float32) to the values numpy gives, NaNs and signs included."""
+  import numpy as np
+  from sdmtcnn_tf.data import schema
+  bits = np.arange(2**16, dtype=np.uint16)
+  want = bits.view(np.float16).astype(np.float32)
+  got = schema.float16_bits_to_float32(bits).numpy()
+  assert np.array_equal(np.isnan(got), np.isnan(want))
+  finite = ~np.isnan(want)
+  assert np.array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
+
+
+@ONEDNN
+def test_reading_float16_labels_is_silent(onednn, tmp_path):
+  """With oneDNN on, any float16 op logs 'oneDNN supports DT_HALF only on platforms with
+  AVX-512' once per process on CPUs without AVX512-FP16; the input pipeline reads the float16
+  normal maps of real records without printing it."""
+  from sdmtcnn_tf.data import synthetic
+  data_dir = str(tmp_path / "data")
+  synthetic.ensure_dataset(data_dir, 4, 2, 32, 32, seed=0)
+  script = ("import sys; from sdmtcnn_tf.data import pipeline, schema\n"
+            "manifest = schema.read_manifest(sys.argv[1])\n"
+            "ds = pipeline.make_dataset(sys.argv[1], manifest, 'val', ('semseg', 'depth', "
+            "'normals'), 2, training=False)\n"
+            "print(sum(1 for _ in ds))\n")
+  proc = run(["-c", script, data_dir], onednn)
+  assert proc.returncode == 0 and proc.stdout.strip() == "1", proc.stderr[-2000:]
+  assert proc.stderr == "", proc.stderr[-2000:]

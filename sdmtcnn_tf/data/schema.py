@@ -135,13 +135,38 @@ def decode_example(serialized: tf.Tensor, height: int, width: int, tasks: Iterab
 
 
 def _decode_raw(data: tf.Tensor, dtype: tf.DType, shape, name: str) -> tf.Tensor:
-  flat = tf.io.decode_raw(data, dtype, little_endian=True)
+  """Bytes -> `dtype` [shape]; float16 arrives as the equal float32 values (see below)."""
+  if dtype == tf.float16:
+    flat = float16_bits_to_float32(tf.io.decode_raw(data, tf.uint16, little_endian=True))
+  else:
+    flat = tf.io.decode_raw(data, dtype, little_endian=True)
   expected = int(np.prod(shape))
   check = tf.debugging.assert_equal(
       tf.size(flat), expected,
       message=f"feature '{name}' has the wrong size for shape {shape} ({dtype.name})")
   with tf.control_dependencies([check]):
     return tf.reshape(flat, shape)
+
+
+def float16_bits_to_float32(bits: tf.Tensor) -> tf.Tensor:
+  """IEEE binary16 bit patterns (uint16, any shape) -> their exact float32 values.
+
+  Decoding without a float16 tensor: with oneDNN on (the default on CPUs with AVX-512),
+  TensorFlow logs `E... oneDNN supports DT_HALF only on platforms with AVX-512` on stderr the
+  first time a process runs any float16 op on a CPU without AVX512-FP16 (every AMD, Intel
+  before Sapphire Rapids), whatever our logging setup (tensorflow/core/util/util.cc).
+  """
+  b = tf.cast(bits, tf.int32)
+  sign = tf.bitwise.right_shift(b, 15)
+  exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(b, 10), 0x1F)
+  mantissa = tf.bitwise.bitwise_and(b, 0x3FF)
+  # normal numbers: rebias the exponent (15 -> 127); infinities and NaNs: all-ones exponent
+  exponent32 = tf.where(exponent == 0x1F, 0xFF, exponent + (127 - 15))
+  magnitude = tf.bitcast(tf.bitwise.bitwise_or(tf.bitwise.left_shift(exponent32, 23),
+                                               tf.bitwise.left_shift(mantissa, 13)), tf.float32)
+  # zeros and subnormals: mantissa * 2^-24, exact in float32
+  magnitude = tf.where(exponent == 0, tf.cast(mantissa, tf.float32) * 2.0**-24, magnitude)
+  return tf.where(sign == 1, -magnitude, magnitude)
 
 
 @dataclasses.dataclass(frozen=True)
