@@ -64,6 +64,8 @@ def main(argv):
   print("\nValidation metrics (primary; T = teacher, S = student; see results/metrics.json "
         "for the *_legacy variants):")
   print(evaluate.format_table(columns))
+  for line in students_above_teachers(columns):
+    print(line)
   report_dir = os.path.join(FLAGS.out_dir, "report")
   run_dirs = [os.path.join(FLAGS.out_dir, "runs", os.path.splitext(os.path.basename(f))[0])
               for f in FLAGS.configs]
@@ -73,6 +75,25 @@ def main(argv):
   print("\nreport: " + ", ".join(report.files) + f"; {len(grids)} prediction grids in "
         f"{os.path.join(report_dir, 'predictions')}")
   print(f"\ndemo finished in {time.time() - start:.0f} s; outputs under {FLAGS.out_dir}/")
+
+
+def students_above_teachers(columns: dict, metric: str = "semseg_miou") -> list:
+  """One `note:` line per run whose student (column `<run>:S`) beats its teacher (`<run>:T`)
+  on `metric` (higher is better), saying why: the demo's short schedule, not the method."""
+  notes = []
+  for name, values in columns.items():
+    run, _, role = name.rpartition(":")
+    teacher = columns.get(f"{run}:T", {})
+    if role != "S" or metric not in values or metric not in teacher:
+      continue
+    if values[metric] > teacher[metric]:
+      notes.append(
+          f"note: {run}'s student beats its teacher on {metric} ({values[metric]:.1f} vs "
+          f"{teacher[metric]:.1f}) because the demo trains for minutes: the SegNet teacher's "
+          "index-unpooling decoder is far from converged after 12 epochs, while the student's "
+          "multi-scale head learns faster. In the paper's tables the teacher leads by 0-3 mIoU; "
+          "docs/results/ holds the study that trains every row longer.")
+  return notes
 
 
 def _check_export(path: str, cfg, model_dir: str, role: str) -> None:

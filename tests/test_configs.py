@@ -16,7 +16,7 @@ from sdmtcnn_tf.models.build import build_network, count_params
 
 CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs",
                                                                              "*.flags")))
-EXPERIMENTS = [p for p in CONFIGS if not os.path.basename(p).startswith(("base_", "size_"))]
+EXPERIMENTS = [p for p in CONFIGS if not os.path.basename(p).startswith(("base_", "size_", "study_"))]
 PAPER = os.path.join(REPO, "tests", "data", "paper")  # copies of ../shared/paper/table*.csv
 
 
@@ -83,3 +83,22 @@ def test_every_paper_table_row_has_a_flagfile(monkeypatch):
     cfg = config_lib.parse_flagfile(os.path.join("configs", name + ".flags"))
     expected_tasks = 5 if dataset == "taskonomy" else 2
     assert len(cfg.data.tasks) == expected_tasks
+
+
+def test_the_demo_says_why_a_student_beats_its_teacher():
+  from sdmtcnn_tf import demo
+  columns = {"constant": {"semseg_miou": 5.0},
+             "synthetic_demo:T": {"semseg_miou": 16.1},
+             "full:T": {"semseg_miou": 22.2}, "full:S": {"semseg_miou": 50.8},
+             "even:T": {"semseg_miou": 30.0}, "even:S": {"semseg_miou": 29.0}}
+  notes = demo.students_above_teachers(columns)
+  assert len(notes) == 1 and notes[0].startswith("note: full's student beats its teacher on "
+                                                 "semseg_miou (50.8 vs 22.2) because")
+
+
+def test_the_study_scale_gives_every_student_a_map_of_at_least_4x6():
+  """configs/study_scale.flags (issue 20) on top of every table-1 synthetic row: 128x192 or
+  more, so the 1/32 encoder output a non-full student reads is at least 4x6."""
+  for row in ("vanilla", "sd_vanilla_eq5", "sd_mtcnn_eq6", "sd_mtcnn_eq5_full_unet"):
+    cfg = config_lib.parse_flagfile(f"configs/synthetic_{row}.flags", "configs/study_scale.flags")
+    assert cfg.data.height // 32 >= 4 and cfg.data.width // 32 >= 6, row
