@@ -173,7 +173,7 @@ def export_archive(role_model: keras.Model, functions: dict) -> keras.export.Exp
   behind the Keras variables, the very objects the functions capture, so the SavedModel
   stores each once. Not `archive.track(role_model)`: Keras 3.15 then saves the Keras
   variables and the captured tf.Variables separately, every weight twice (BUILD_NOTES.md,
-  "SavedModel size").
+  "Export, serving, edge": SavedModel size).
   """
   archive = keras.export.ExportArchive()
   for name, function in functions.items():

@@ -13,7 +13,7 @@ change). Results: leaderboard.md/.csv, best.flags and objective.png (search/lead
 
 Distributed: `--num_workers=N` starts the oracle and N workers on this machine. On several
 machines, run the same command on each with KERASTUNER_ORACLE_IP/PORT set to the chief's address
-and KERASTUNER_TUNER_ID=chief on one machine, worker<i> on the others (see the README).
+and KERASTUNER_TUNER_ID=chief on one machine, worker<i> on the others (see docs/tuning.md).
 """
 
 from __future__ import annotations
